@@ -1,0 +1,3 @@
+from gpushop.cli.app import main
+
+main()

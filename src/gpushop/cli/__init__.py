@@ -1,0 +1,1 @@
+"""The command line: thin, it parses input, calls the shop and renders output."""

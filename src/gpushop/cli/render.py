@@ -1,0 +1,152 @@
+"""Rendering for people (rich tables) and programs (stable snake_case JSON).
+
+rich is imported only when a table is drawn, so ``--json`` never pays for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gpushop.market import ranking
+
+if TYPE_CHECKING:
+    from gpushop.market.service import MarketSummary
+    from gpushop.models import Offer
+
+
+def _r(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def offer_json(offer: Offer) -> dict[str, Any]:
+    """The documented JSON form of an offer (README, "JSON output")."""
+    return {
+        "id": offer.id,
+        "provider": offer.provider,
+        "offer_id": offer.offer_id,
+        "gpu_name": offer.gpu_name,
+        "gpu_variant": offer.gpu_variant,
+        "num_gpus": offer.num_gpus,
+        "gpu_ram_gb": _r(offer.gpu_ram_gb, 1),
+        "price_per_hour": _r(offer.price_per_hour),
+        "price_per_gpu_hour": _r(offer.price_per_gpu_hour),
+        "storage_price_per_hour": _r(offer.storage_price_per_hour),
+        "value_price_per_hour": _r(ranking.value_price(offer)),
+        "reliability": _r(offer.reliability),
+        "verified": offer.verified,
+        "datacenter": offer.datacenter,
+        "location": offer.location,
+        "country": offer.country,
+        "inet_up_mbps": _r(offer.inet_up_mbps, 1),
+        "inet_down_mbps": _r(offer.inet_down_mbps, 1),
+        "cuda": offer.cuda,
+        "driver": offer.driver,
+        "dlperf": _r(offer.dlperf, 2),
+        "dlperf_per_dollar": _r(offer.dlperf_per_dollar, 2),
+        "disk_gb": offer.disk_gb,
+        "disk_available_gb": _r(offer.disk_available_gb, 1),
+        "interruptible": offer.interruptible,
+        "min_bid": _r(offer.min_bid),
+        "market_median_per_gpu_hour": _r(offer.market_median_per_gpu),
+        "market_delta_pct": _r(offer.market_delta_pct, 1),
+    }
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "?" if value is None else format(value, spec)
+
+
+def _delta(pct: float | None) -> str:
+    if pct is None:
+        return "?"
+    colour = "green" if pct < -0.5 else ("red" if pct > 0.5 else "white")
+    return f"[{colour}]{pct:+.0f}%[/{colour}]"
+
+
+def offers_table(offers: list[Offer], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for name, justify in [
+        ("#", "right"),
+        ("offer", "left"),
+        ("GPU", "left"),
+        ("VRAM", "right"),
+        ("$/h", "right"),
+        ("vs market", "right"),
+        ("rel.", "right"),
+        ("value $/h", "right"),
+        ("CUDA", "right"),
+        ("down Mb/s", "right"),
+        ("location", "left"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for i, o in enumerate(offers, 1):
+        gpu = f"{o.num_gpus}x {o.gpu_variant}" + ("" if o.verified else " [dim](unverified)[/dim]")
+        table.add_row(
+            str(i),
+            o.id,
+            gpu,
+            f"{o.gpu_ram_gb:.1f} GB",
+            f"{o.price_per_hour:.3f}",
+            _delta(o.market_delta_pct),
+            _fmt(o.reliability, ".3f"),
+            f"{ranking.value_price(o):.3f}",
+            _fmt(o.cuda, ".1f"),
+            _fmt(o.inet_down_mbps, ".0f"),
+            o.location,
+        )
+    Console().print(table)
+
+
+def market_json(summary: MarketSummary) -> dict[str, Any]:
+    return {
+        "total_offers": summary.total_offers,
+        "cached": summary.cached,
+        "models": [
+            {
+                "gpu_name": m.gpu_name,
+                "offers": m.offers,
+                "gpus": m.gpus,
+                "p10_per_gpu_hour": _r(m.p10),
+                "p50_per_gpu_hour": _r(m.p50),
+                "p90_per_gpu_hour": _r(m.p90),
+                "best": offer_json(m.best) if m.best else None,
+            }
+            for m in summary.models
+        ],
+    }
+
+
+def market_table(summary: MarketSummary, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for name, justify in [
+        ("GPU", "left"),
+        ("offers", "right"),
+        ("p10 $/GPU/h", "right"),
+        ("p50", "right"),
+        ("p90", "right"),
+        ("best reliable offer", "left"),
+        ("$/h", "right"),
+        ("rel.", "right"),
+        ("vs market", "right"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for m in summary.models:
+        best = m.best
+        table.add_row(
+            m.gpu_name,
+            str(m.offers),
+            f"{m.p10:.3f}",
+            f"{m.p50:.3f}",
+            f"{m.p90:.3f}",
+            f"{best.id} ({best.num_gpus}x, {best.location})" if best else "-",
+            f"{best.price_per_hour:.3f}" if best else "-",
+            _fmt(best.reliability, ".3f") if best else "-",
+            _delta(best.market_delta_pct) if best else "-",
+        )
+    Console().print(table)

@@ -1,0 +1,150 @@
+"""``gpushop offers`` and ``gpushop market``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+from gpushop.cli.common import print_json, run_async, settings, warn
+from gpushop.errors import UsageError
+from gpushop.models import SortKey
+
+GpuOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gpu", "-g", help="GPU model(s): repeat or comma-separate (4090, RTX 4090, A100)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise UsageError(message)
+
+
+def offers(
+    gpu: GpuOpt = None,
+    min_vram: Annotated[
+        float | None, typer.Option("--min-vram", help="GB of VRAM per GPU.")
+    ] = None,
+    num_gpus: Annotated[int | None, typer.Option("--num-gpus", help="Exact GPU count.")] = None,
+    max_price: Annotated[
+        float | None,
+        typer.Option(
+            "--max-price", help="USD/h cap for the whole offer [VASTAI_MAX_BID_PER_HOUR]."
+        ),
+    ] = None,
+    min_reliability: Annotated[
+        float, typer.Option("--min-reliability", help="0..1 host reliability floor.")
+    ] = 0.98,
+    disk: Annotated[float, typer.Option("--disk", help="GB of disk, priced in.")] = 32.0,
+    min_cuda: Annotated[
+        float | None, typer.Option("--min-cuda", help="Highest CUDA the driver must support.")
+    ] = None,
+    country: Annotated[
+        list[str] | None, typer.Option("--country", help="ISO country code(s), e.g. US,DE.")
+    ] = None,
+    interruptible: Annotated[
+        bool, typer.Option("--interruptible", help="Price at the minimum bid (can be outbid).")
+    ] = False,
+    unverified: Annotated[
+        bool, typer.Option("--include-unverified", help="Also show unverified hosts.")
+    ] = False,
+    sort: Annotated[SortKey, typer.Option("--sort", help="Ranking.")] = SortKey.VALUE,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many offers to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the best offers: cheapest at market price on a reliable host, by default."""
+    from gpushop.gpus import parse_gpu_list
+    from gpushop.models import OfferQuery
+
+    _check(min_vram is None or min_vram >= 0, "--min-vram must not be negative")
+    _check(num_gpus is None or num_gpus >= 1, "--num-gpus must be at least 1")
+    _check(max_price is None or max_price > 0, "--max-price must be a positive USD/h figure")
+    _check(0 <= min_reliability <= 1, "--min-reliability must be between 0 and 1")
+    _check(disk > 0, "--disk must be a positive number of GB")
+    _check(min_cuda is None or min_cuda > 0, "--min-cuda must be positive, e.g. 12.4")
+    _check(1 <= limit <= 1000, "--limit must be between 1 and 1000")
+    countries = [c.strip().upper() for v in country or [] for c in v.split(",") if c.strip()]
+    for code in countries:
+        _check(bool(re.fullmatch(r"[A-Z]{2}", code)), f"--country {code!r}: use ISO codes like US")
+    cfg = settings()
+    if max_price is None:
+        max_price = cfg.vastai_max_bid_per_hour
+    query = OfferQuery(
+        gpus=parse_gpu_list(gpu),
+        min_vram_gb=min_vram,
+        num_gpus=num_gpus,
+        max_price=max_price,
+        min_reliability=min_reliability,
+        disk_gb=disk,
+        min_cuda=min_cuda,
+        countries=countries,
+        interruptible=interruptible,
+        verified=not unverified,
+    )
+
+    async def go() -> object:
+        from gpushop.shop import Shop
+
+        async with Shop(cfg) as shop:
+            return await shop.market.search(query, sort, limit)
+
+    from gpushop.market.service import SearchResult
+
+    result = run_async(go())
+    assert isinstance(result, SearchResult)
+    for message in result.warnings:
+        warn(message)
+    from gpushop.cli import render
+
+    if as_json:
+        print_json([render.offer_json(o) for o in result.offers])
+        return
+    title = f"Best {len(result.offers)} offers by {sort.value}: {query.describe()}"
+    render.offers_table(result.offers, title)
+
+
+def market(
+    gpu: GpuOpt = None,
+    min_reliability: Annotated[
+        float, typer.Option("--min-reliability", help="Floor for the 'best reliable offer'.")
+    ] = 0.98,
+    as_json: JsonOpt = False,
+) -> None:
+    """Market prices per GPU model: offer count, p10/p50/p90 $/GPU/h, best reliable offer."""
+    from gpushop.gpus import parse_gpu_list
+
+    _check(0 <= min_reliability <= 1, "--min-reliability must be between 0 and 1")
+    selectors = parse_gpu_list(gpu)
+    cfg = settings()
+
+    async def go() -> object:
+        from gpushop.shop import Shop
+
+        async with Shop(cfg) as shop:
+            return await shop.market.summary(selectors, min_reliability)
+
+    from gpushop.cli import render
+    from gpushop.market.service import MarketSummary
+
+    summary = run_async(go())
+    assert isinstance(summary, MarketSummary)
+    for message in summary.warnings:
+        warn(message)
+    if as_json:
+        print_json(render.market_json(summary))
+        return
+    title = (
+        f"Market: {summary.total_offers} verified on-demand offers"
+        f" (best reliable = reliability >= {min_reliability:g}, 32 GB disk)"
+    )
+    render.market_table(summary, title)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(offers)
+    app.command()(market)

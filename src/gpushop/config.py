@@ -1,0 +1,179 @@
+"""Configuration: environment variables, optionally over a TOML profile file.
+
+``GPUSHOP_PROFILE=development|staging|production`` loads
+``<user config dir>/gpushop/<profile>.toml``; the environment overrides the file. Keys in the file
+are the variable names, in either case (``VASTAI_URL = "..."`` or ``vastai_url = "..."``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gpushop.errors import ConfigError
+
+PROFILES = ("development", "staging", "production")
+DEFAULT_VASTAI_URL = "https://console.vast.ai"
+
+# Fields whose values are never shown, logged or stored.
+SECRET_FIELDS = frozenset({"vastai_api_key", "gpushop_redis_url"})
+
+
+def config_dir() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(os.environ.get("GPUSHOP_CONFIG_DIR") or user_config_dir("gpushop"))
+
+
+def cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("GPUSHOP_CACHE_DIR") or user_cache_dir("gpushop"))
+
+
+def data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(os.environ.get("GPUSHOP_DATA_DIR") or user_data_dir("gpushop"))
+
+
+def profile_path(profile: str) -> Path:
+    return config_dir() / f"{profile}.toml"
+
+
+class _ProfileSource(PydanticBaseSettingsSource):
+    """Values from the profile's TOML file (lower priority than the environment)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.values: dict[str, Any] = {}
+        if path is None:
+            return
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"profile file {path} does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read profile file {path}: {exc}") from None
+        known = set(settings_cls.model_fields)
+        for key, value in raw.items():
+            name = key.lower()
+            if name not in known:
+                raise ConfigError(f"unknown setting {key!r} in {path}")
+            self.values[name] = value
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    vastai_api_key: SecretStr | None = None
+    vastai_url: str = DEFAULT_VASTAI_URL
+    vastai_preferred_gpus: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    vastai_max_bid_per_hour: float | None = Field(default=None, gt=0)
+    vastai_ssh_key_path: Path | None = None
+    gpushop_db_url: str | None = None
+    gpushop_budget_usd: float | None = Field(default=None, ge=0)
+    gpushop_redis_url: SecretStr | None = None
+    gpushop_profile: Literal["development", "staging", "production"] | None = None
+    gpushop_market_ttl: float = Field(default=60.0, ge=0)
+
+    @field_validator("vastai_preferred_gpus", mode="before")
+    @classmethod
+    def _split_gpus(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("vastai_url")
+    @classmethod
+    def _strip_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value.endswith("/api/v0"):
+            value = value[: -len("/api/v0")]
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ProfileSource(settings_cls, _active_profile_path()))
+
+    @property
+    def db_url(self) -> str:
+        if self.gpushop_db_url:
+            return self.gpushop_db_url
+        return f"sqlite:///{data_dir() / 'gpushop.db'}"
+
+
+def _active_profile_path() -> Path | None:
+    profile = os.environ.get("GPUSHOP_PROFILE", "").strip().lower()
+    if not profile:
+        return None
+    if profile not in PROFILES:
+        raise ConfigError(f"GPUSHOP_PROFILE must be one of {', '.join(PROFILES)}, not {profile!r}")
+    return profile_path(profile)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load the effective settings; a bad value is one clear ConfigError (never its value)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "configuration"
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def mask(value: str) -> str:
+    """Show that a secret is set without revealing it (the last 4 characters at most)."""
+    if len(value) <= 8:
+        return "****"
+    return "****" + value[-4:]
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(VARIABLE, shown value, source) for ``gpushop config``; secrets masked."""
+    profile = _active_profile_path()
+    file_values = _ProfileSource(Settings, profile).values if profile and profile.exists() else {}
+    rows: list[tuple[str, str, str]] = []
+    for name in Settings.model_fields:
+        env_name = name.upper()
+        value = getattr(settings, name)
+        if env_name in os.environ:
+            source = "env"
+        elif name in file_values:
+            source = f"profile {profile}"
+        else:
+            source = "default"
+        if value is None or value == []:
+            shown = "-"
+        elif isinstance(value, SecretStr):
+            shown = mask(value.get_secret_value())
+        elif isinstance(value, list):
+            shown = ",".join(value)
+        else:
+            shown = str(value)
+        if name == "gpushop_db_url" and value is None:
+            shown = f"{settings.db_url} (default)"
+        rows.append((env_name, shown, source))
+    return rows

@@ -1,0 +1,91 @@
+"""Emulator settings: one dataclass shared by `gpushop emulator`, `python -m gpushop.emulator`,
+the test fixtures and the control API's `reset` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+MAX_OFFERS = 20_000
+"""Upper bound of the synthetic market: enough for benchmarks, small enough to build in ~1 s."""
+
+# Fields a running emulator may change through `POST /_emulator/reset`; host/port cannot
+# change under a bound socket.
+RESETTABLE_FIELDS = frozenset(
+    {
+        "offers",
+        "seed",
+        "api_key",
+        "rate_limit",
+        "speed",
+        "provision_delay_s",
+        "loading_delay_s",
+        "retry_after",
+        "legacy_list_deprecated",
+        "credit",
+    }
+)
+
+
+@dataclass
+class EmulatorConfig:
+    """How the emulated Vast.ai server behaves.
+
+    Delays are in seconds of simulated time; every delay is divided by `speed`, so tests can run
+    the whole create → loading → running life of an instance in milliseconds.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    offers: int = 600
+    seed: int = 0
+    api_key: str = "emulator"
+    rate_limit: bool = True
+    speed: float = 1.0
+    provision_delay_s: float = 3.0  # actual_status null -> loading (divided by speed)
+    loading_delay_s: float = 30.0  # loading -> running (divided by speed)
+    retry_after: bool = False  # send Retry-After on 429 (the real API documents none)
+    legacy_list_deprecated: bool = False  # GET /api/v0/instances/ answers 410, as on new accounts
+    credit: float = (
+        100.0  # the account's spendable USD; <= 0 refuses create/start (missing_billing)
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line, user-facing reason when a value is out of range."""
+        if isinstance(self.offers, bool) or not isinstance(self.offers, int):
+            raise ValueError(f"offers must be an integer, got {self.offers!r}")
+        if not 0 <= self.offers <= MAX_OFFERS:
+            raise ValueError(f"offers must be between 0 and {MAX_OFFERS}, got {self.offers}")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port!r}")
+        if not isinstance(self.speed, int | float) or not self.speed > 0:
+            raise ValueError(f"speed must be a positive number, got {self.speed!r}")
+        for name in ("provision_delay_s", "loading_delay_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if (
+            not isinstance(self.api_key, str)
+            or not self.api_key
+            or any(c.isspace() for c in self.api_key)
+        ):
+            raise ValueError("api_key must be a non-empty string without whitespace")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def with_overrides(self, overrides: dict[str, Any]) -> EmulatorConfig:
+        """A copy with `overrides` applied (only RESETTABLE_FIELDS); raises ValueError."""
+        unknown = sorted(set(overrides) - RESETTABLE_FIELDS)
+        if unknown:
+            raise ValueError(f"cannot override: {', '.join(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as JSON, without the API key (control API answers may end up in logs)."""
+        data = dataclasses.asdict(self)
+        data.pop("api_key")
+        return data

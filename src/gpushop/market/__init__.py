@@ -1,0 +1,1 @@
+"""Shopping: filtering, ranking and market statistics over provider-neutral offers."""

@@ -1,0 +1,77 @@
+"""A small on-disk cache of market snapshots, shared by every gpushop command.
+
+Market context (median prices per GPU model) comes from one broad search; caching it for a TTL
+(default 60 s) means ``gpushop offers`` and ``gpushop market`` run back to back cost no extra
+rate-limited call. One JSON file per provider endpoint, written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gpushop.models import Offer
+
+log = logging.getLogger("gpushop.cache")
+FORMAT = 1
+
+
+class MarketCache:
+    def __init__(self, directory: Path, ttl_s: float) -> None:
+        self.directory = directory
+        self.ttl_s = ttl_s
+
+    def _path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return self.directory / f"market-{digest}.json"
+
+    def get(self, key: str) -> tuple[float, list[Offer]] | None:
+        """(fetched_at epoch, offers) when fresh, else None. A corrupt file is a miss."""
+        if self.ttl_s <= 0:
+            return None
+        path = self._path(key)
+        try:
+            raw: Any = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError):
+            log.warning("ignoring unreadable market cache %s", path)
+            return None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("key") != key:
+            return None
+        fetched_at = float(raw.get("fetched_at", 0))
+        if time.time() - fetched_at > self.ttl_s or fetched_at > time.time() + 5:
+            return None
+        try:
+            offers = [Offer(**row) for row in raw["offers"]]
+        except (TypeError, KeyError):
+            return None
+        return fetched_at, offers
+
+    def put(self, key: str, offers: list[Offer]) -> None:
+        payload = {
+            "format": FORMAT,
+            "key": key,
+            "fetched_at": time.time(),
+            "offers": [dataclasses.asdict(o) for o in offers],
+        }
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".market-", suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(orjson.dumps(payload))
+            os.replace(tmp, self._path(key))
+        except OSError as exc:  # a cache that cannot be written is only slower, never fatal
+            log.warning("cannot write market cache: %s", exc)
+
+    def clear(self) -> None:
+        for path in self.directory.glob("market-*.json"):
+            path.unlink(missing_ok=True)

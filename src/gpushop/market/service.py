@@ -1,0 +1,167 @@
+"""The market: search every provider, check and rank the answers, put prices in context."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gpushop.errors import NoMatchError, ProviderError
+from gpushop.gpus import GpuSelector
+from gpushop.market import ranking, stats
+from gpushop.market.cache import MarketCache
+from gpushop.models import Offer, OfferQuery, SortKey
+from gpushop.providers.base import Provider
+
+log = logging.getLogger("gpushop.market")
+
+# Candidates fetched for a local ranking: the server's order matches ours for every sort but
+# ``value``, which may prefer a slightly dearer but more reliable host.
+VALUE_POOL = 128
+EXTRA_POOL = 16
+MARKET_DISK_GB = 32.0
+
+
+@dataclass(slots=True)
+class SearchResult:
+    offers: list[Offer]
+    warnings: list[str] = field(default_factory=list)
+    dropped: int = 0  # offers the server returned that failed our own re-check
+    market_cached: bool = False
+
+
+@dataclass(slots=True)
+class MarketSummary:
+    models: list[stats.ModelStats]
+    total_offers: int
+    warnings: list[str] = field(default_factory=list)
+    cached: bool = False
+
+
+def pool_size(sort: SortKey, limit: int) -> int:
+    if sort is SortKey.VALUE:
+        return max(VALUE_POOL, limit * 4)
+    return limit + EXTRA_POOL
+
+
+class Market:
+    def __init__(
+        self,
+        providers: Sequence[Provider],
+        cache: MarketCache | None = None,
+        preferred: Sequence[GpuSelector] = (),
+    ) -> None:
+        if not providers:
+            raise ValueError("a market needs at least one provider")
+        self.providers = list(providers)
+        self.cache = cache
+        self.preferred = list(preferred)
+
+    def _cache_key(self, provider: Provider) -> str:
+        return f"{provider.name}|{getattr(provider, 'url', '')}"
+
+    async def snapshot(self, provider: Provider) -> tuple[list[Offer], bool]:
+        """The provider's broad market sample; (offers, came from cache)."""
+        key = self._cache_key(provider)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit[1], True
+        offers = await provider.market_offers(MARKET_DISK_GB)
+        if self.cache is not None:
+            self.cache.put(key, offers)
+        return offers, False
+
+    async def search(self, query: OfferQuery, sort: SortKey, limit: int) -> SearchResult:
+        """Matching offers from every provider, re-checked, ranked and priced against the market.
+
+        A provider that fails is a warning while another one answers; when all fail, the first
+        error is raised. No match raises NoMatchError.
+        """
+        pool = pool_size(sort, limit)
+        tasks = [self._search_one(p, query, sort, pool) for p in self.providers]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        result = SearchResult(offers=[])
+        errors: list[BaseException] = []
+        cached = True
+        for provider, outcome in zip(self.providers, results, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, ProviderError):
+                    raise outcome
+                errors.append(outcome)
+                result.warnings.append(f"{provider.display_name} failed: {outcome}")
+                continue
+            offers, market, was_cached, dropped = outcome
+            cached = cached and was_cached
+            result.dropped += dropped
+            medians = stats.medians(market, interruptible=query.interruptible)
+            for offer in offers:
+                offer.market_median_per_gpu = medians.get(offer.gpu_name)
+            result.offers.extend(offers)
+        if errors and len(errors) == len(self.providers):
+            raise errors[0]
+        result.market_cached = cached
+        result.offers = ranking.rank(result.offers, sort, self.preferred)[:limit]
+        if not result.offers:
+            raise NoMatchError(f"no offer matches: {query.describe()}")
+        return result
+
+    async def _search_one(
+        self, provider: Provider, query: OfferQuery, sort: SortKey, pool: int
+    ) -> tuple[list[Offer], list[Offer], bool, int]:
+        search = provider.search_offers(query, pool=pool, sort=sort)
+        found, (market, cached) = await asyncio.gather(search, self._market_or_empty(provider))
+        kept = []
+        for offer in found:
+            reason = ranking.mismatch(offer, query)
+            if reason is None:
+                kept.append(offer)
+            else:
+                log.warning(
+                    "dropping %s: server returned it but %s fails the query", offer.id, reason
+                )
+        return kept, market, cached, len(found) - len(kept)
+
+    async def _market_or_empty(self, provider: Provider) -> tuple[list[Offer], bool]:
+        # Market context is a nicety: its failure must not cost the user their results.
+        try:
+            return await self.snapshot(provider)
+        except ProviderError as exc:
+            log.warning("no market context from %s: %s", provider.display_name, exc)
+            return [], False
+
+    async def summary(
+        self, gpus: Sequence[GpuSelector] = (), min_reliability: float = 0.98
+    ) -> MarketSummary:
+        """Per GPU model: offers, p10/p50/p90 $/GPU/h and the best reliable offer."""
+        results = await asyncio.gather(
+            *(self.snapshot(p) for p in self.providers), return_exceptions=True
+        )
+        offers: list[Offer] = []
+        warnings: list[str] = []
+        errors: list[BaseException] = []
+        cached = True
+        for provider, outcome in zip(self.providers, results, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, ProviderError):
+                    raise outcome
+                errors.append(outcome)
+                warnings.append(f"{provider.display_name} failed: {outcome}")
+                continue
+            offers.extend(outcome[0])
+            cached = cached and outcome[1]
+        if errors and len(errors) == len(self.providers):
+            raise errors[0]
+        if gpus:
+            offers = [o for o in offers if any(s.matches(o.gpu_variant) for s in gpus)]
+        if not offers:
+            raise NoMatchError("no offer on the market" + (" for these GPUs" if gpus else ""))
+        best: dict[str, Offer] = {}
+        reliable = [o for o in offers if (o.reliability or 0.0) >= min_reliability]
+        for offer in ranking.rank(reliable, SortKey.VALUE, self.preferred):
+            best.setdefault(offer.gpu_name, offer)
+        medians = stats.medians(offers)
+        for offer in best.values():
+            offer.market_median_per_gpu = medians.get(offer.gpu_name)
+        return MarketSummary(stats.summarize(offers, best=best), len(offers), warnings, cached)

@@ -1,0 +1,179 @@
+"""Provider-neutral domain records. Units: GB, USD per hour, seconds, UTC (DESIGN.md)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gpushop.gpus import GpuSelector
+
+
+class SortKey(enum.StrEnum):
+    PRICE = "price"
+    VALUE = "value"
+    RELIABILITY = "reliability"
+    PERF = "perf"
+
+
+class Feature(enum.StrEnum):
+    """Optional capabilities; callers ask ``provider.supports(...)`` before relying on one."""
+
+    INTERRUPTIBLE = "interruptible"
+    LABELS = "labels"
+    TEMPLATES = "templates"
+    SSH_KEYS = "ssh_keys"
+    STOP_KEEPS_GPU = "stop_keeps_gpu"
+    CHARGES = "charges"
+
+
+class InstanceStatus(enum.StrEnum):
+    """Normalised instance status; the provider's own word is kept in ``Instance.raw_status``."""
+
+    PROVISIONING = "provisioning"  # accepted, not yet pulling
+    LOADING = "loading"  # pulling the image / booting
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"  # created but cannot start (OCI error), will not reach running
+    OFFLINE = "offline"  # host lost / unknown
+    GONE = "gone"  # destroyed or never ours
+
+
+@dataclass(slots=True)
+class OfferQuery:
+    """What the user wants, independent of any provider.
+
+    Memory and disk in GB (per GPU for ``min_vram_gb``), prices in USD per hour for the whole
+    offer, reliability 0..1. ``None`` means "no constraint".
+    """
+
+    gpus: list[GpuSelector] = field(default_factory=list)
+    min_vram_gb: float | None = None
+    num_gpus: int | None = None
+    max_price: float | None = None
+    min_reliability: float | None = 0.98
+    disk_gb: float = 32.0
+    min_cuda: float | None = None
+    countries: list[str] = field(default_factory=list)
+    interruptible: bool = False
+    verified: bool = True
+    datacenter: bool | None = None
+    min_inet_down_mbps: float | None = None
+    limit: int | None = None
+    exclude_machines: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        parts = []
+        if self.gpus:
+            names = (s.model.name if len(s.variants) > 1 else s.variants[0] for s in self.gpus)
+            parts.append("/".join(names))
+        if self.num_gpus:
+            parts.append(f"{self.num_gpus}x")
+        if self.min_vram_gb is not None:
+            parts.append(f">= {self.min_vram_gb:g} GB VRAM")
+        if self.min_reliability is not None:
+            parts.append(f"reliability >= {self.min_reliability:g}")
+        if self.max_price is not None:
+            parts.append(f"<= ${self.max_price:g}/h")
+        if self.min_cuda is not None:
+            parts.append(f"CUDA >= {self.min_cuda:g}")
+        if self.countries:
+            parts.append("in " + ",".join(self.countries))
+        parts.append(f"{self.disk_gb:g} GB disk")
+        if self.interruptible:
+            parts.append("interruptible")
+        return ", ".join(parts)
+
+
+@dataclass(slots=True)
+class Offer:
+    """One rentable configuration, normalised. ``price_per_hour`` includes the requested disk."""
+
+    provider: str
+    offer_id: str
+    gpu_name: str  # canonical model name
+    gpu_variant: str  # the provider's spelling ("A100 SXM4")
+    num_gpus: int
+    gpu_ram_gb: float  # per GPU
+    price_per_hour: float  # whole offer, incl. storage for disk_gb (at min_bid if interruptible)
+    gpu_price_per_hour: float  # whole offer, excl. storage
+    storage_price_per_hour: float
+    disk_gb: float  # the disk this price was computed for
+    disk_available_gb: float
+    reliability: float | None
+    verified: bool
+    datacenter: bool
+    location: str
+    country: str | None
+    inet_up_mbps: float | None
+    inet_down_mbps: float | None
+    cuda: float | None
+    driver: str | None
+    dlperf: float | None
+    min_bid: float | None
+    interruptible: bool
+    machine_id: str | None = None
+    cpu_cores: float | None = None
+    ram_gb: float | None = None
+    provider_data: dict[str, Any] = field(default_factory=dict)
+    market_median_per_gpu: float | None = None  # filled by the market layer
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}:{self.offer_id}"
+
+    @property
+    def price_per_gpu_hour(self) -> float:
+        return self.gpu_price_per_hour / max(self.num_gpus, 1)
+
+    @property
+    def dlperf_per_dollar(self) -> float | None:
+        if self.dlperf is None or self.price_per_hour <= 0:
+            return None
+        return self.dlperf / self.price_per_hour
+
+    @property
+    def market_delta_pct(self) -> float | None:
+        """How this offer's $/GPU/h compares with the market median of its model, in percent."""
+        median = self.market_median_per_gpu
+        if not median:
+            return None
+        return (self.price_per_gpu_hour - median) / median * 100.0
+
+
+@dataclass(slots=True)
+class Instance:
+    """An instance as the provider reports it."""
+
+    provider: str
+    instance_id: str
+    status: InstanceStatus
+    raw_status: str | None
+    label: str | None
+    gpu_name: str
+    num_gpus: int
+    price_per_hour: float | None
+    ssh_host: str | None = None
+    ssh_port: int | None = None
+    direct_ssh_host: str | None = None
+    direct_ssh_port: int | None = None
+    status_msg: str | None = None
+    started_at: datetime | None = None
+    image: str | None = None
+    provider_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CreateRequest:
+    """Everything a provider needs to start an instance from an offer."""
+
+    offer_id: str
+    label: str
+    disk_gb: float
+    image: str | None = None
+    template_hash: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    ports: list[int] = field(default_factory=list)
+    onstart: str | None = None
+    bid_price: float | None = None  # None: on-demand

@@ -1,0 +1,1 @@
+"""Provider adapters: one package per marketplace, behind the ``Provider`` protocol."""

@@ -1,0 +1,57 @@
+"""The contract every provider adapter fulfils."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from gpushop.models import CreateRequest, Feature, Instance, Offer, OfferQuery, SortKey
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    instance_id: str
+    # False when the provider made the instance but could not start it (Vast's
+    # ``success: false`` with a ``new_contract``): it exists, bills storage, must be destroyed.
+    started: bool
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A GPU marketplace. Every method is async and raises only ``ProviderError``s."""
+
+    name: str  # "vastai": the prefix of offer ids
+    display_name: str  # "Vast.ai": for messages
+
+    def supports(self, feature: Feature) -> bool: ...
+
+    @property
+    def has_credentials(self) -> bool: ...
+
+    async def search_offers(
+        self, query: OfferQuery, *, pool: int, sort: SortKey = SortKey.PRICE
+    ) -> list[Offer]:
+        """Offers matching ``query``, at most ``pool`` of them, best candidates first."""
+        ...
+
+    async def market_offers(self, disk_gb: float) -> list[Offer]:
+        """A broad sample of the on-demand market, for price statistics."""
+        ...
+
+    async def list_instances(self, label_prefix: str | None = None) -> list[Instance]:
+        """Our instances; only those whose label starts with ``label_prefix`` when given."""
+        ...
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        """The instance's current state, or None when it does not exist (any more)."""
+        ...
+
+    async def create_instance(self, request: CreateRequest) -> CreateResult:
+        """Create an instance. Never retried blindly (see DESIGN.md: create is not idempotent)."""
+        ...
+
+    async def destroy_instance(self, instance_id: str) -> bool:
+        """Destroy it; False when it was already gone."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,3 @@
+"""Vast.ai adapter."""
+
+from gpushop.providers.vastai.provider import VastAIProvider as VastAIProvider

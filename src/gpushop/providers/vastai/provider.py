@@ -1,0 +1,200 @@
+"""The Vast.ai provider: thin HTTP calls; the mapping lives in ``query`` and ``mapping``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from gpushop import __version__
+from gpushop.errors import AuthFailed, BadRequest, NotFound, ProviderUnavailable
+from gpushop.models import CreateRequest, Feature, Instance, Offer, OfferQuery, SortKey
+from gpushop.providers.base import CreateResult
+from gpushop.providers.http import HttpClient, RetryPolicy
+from gpushop.providers.ratelimit import EndpointLimit
+from gpushop.providers.vastai import mapping, query
+from gpushop.providers.vastai.errors import map_error
+
+# Client-side limits from the reference's thresholds (seconds between calls, small burst), so
+# that we rarely meet a 429 at all.
+LIMITS: dict[str, EndpointLimit] = {
+    "POST /bundles/": EndpointLimit(2.0, 2),
+    "GET /bundles/": EndpointLimit(1.25, 1),
+    "PUT /asks/{id}/": EndpointLimit(4.5, 1),
+    "GET /api/v1/instances/": EndpointLimit(1.0, 2),
+    "GET /instances/{id}/": EndpointLimit(2.0, 2),
+    "PUT /instances/{id}/": EndpointLimit(1.0, 2),
+    "DELETE /instances/{id}/": EndpointLimit(3.0, 2),
+    "GET /ssh/": EndpointLimit(1.0, 2),
+    "POST /ssh/": EndpointLimit(1.0, 2),
+    "GET /users/current/": EndpointLimit(1.0, 2),
+}
+DEFAULT_LIMIT = EndpointLimit(1.0, 2)
+_FEATURES = frozenset(
+    {Feature.INTERRUPTIBLE, Feature.LABELS, Feature.TEMPLATES, Feature.SSH_KEYS, Feature.CHARGES}
+)
+
+
+class VastAIProvider:
+    name = "vastai"
+    display_name = "Vast.ai"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        api_key: str | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limit: bool = True,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.http = HttpClient(
+            provider=self.name,
+            display_name=self.display_name,
+            base_url=self.url + "/api/v0",
+            public_url=self.url,
+            token=api_key,
+            error_mapper=map_error,
+            limits=LIMITS,
+            default_limit=DEFAULT_LIMIT,
+            retry=retry,
+            transport=transport,
+            user_agent=f"gpushop/{__version__}",
+        )
+        self.http.limiter.enabled = rate_limit
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.http.has_token
+
+    def supports(self, feature: Feature) -> bool:
+        return feature in _FEATURES
+
+    def _require_key(self) -> None:
+        if not self.http.has_token:
+            raise AuthFailed("VASTAI_API_KEY is not set: this needs a Vast.ai API key")
+
+    # -- offers ---------------------------------------------------------------------------
+
+    async def search_offers(
+        self, query_: OfferQuery, *, pool: int, sort: SortKey = SortKey.PRICE
+    ) -> list[Offer]:
+        body = query.build_search_query(query_, sort=sort, limit=pool)
+        data = await self.http.request("POST", "/bundles/", endpoint="POST /bundles/", json=body)
+        return [
+            mapping.offer_from_vast(raw, disk_gb=query_.disk_gb, interruptible=query_.interruptible)
+            for raw in _offers(data)
+        ]
+
+    async def market_offers(self, disk_gb: float) -> list[Offer]:
+        params = {
+            "q": json.dumps(query.build_market_query(disk_gb)),
+            "select_cols": json.dumps(list(query.MARKET_COLUMNS)),
+        }
+        data = await self.http.request("GET", "/bundles/", endpoint="GET /bundles/", params=params)
+        return [
+            mapping.offer_from_vast(raw, disk_gb=disk_gb, interruptible=False)
+            for raw in _offers(data)
+        ]
+
+    # -- instances ------------------------------------------------------------------------
+
+    async def list_instances(self, label_prefix: str | None = None) -> list[Instance]:
+        self._require_key()
+        out: list[Instance] = []
+        token: str | None = None
+        for _ in range(10_000):  # bounded: a server that never ends paging cannot hang us
+            params = {
+                "select_filters": "{}",
+                "order_by": json.dumps([{"col": "id", "dir": "asc"}]),
+                "limit": "25",
+            }
+            if token:
+                params["after_token"] = token
+            data = await self.http.request(
+                "GET",
+                self.url + "/api/v1/instances/",
+                endpoint="GET /api/v1/instances/",
+                params=params,
+            )
+            for raw in (data or {}).get("instances") or []:
+                inst = mapping.instance_from_vast(raw)
+                if label_prefix is None or (inst.label or "").startswith(label_prefix):
+                    out.append(inst)
+            token = (data or {}).get("next_token")
+            if not token:
+                break
+        return out
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        self._require_key()
+        data = await self.http.request(
+            "GET", f"/instances/{int(instance_id)}/", endpoint="GET /instances/{id}/"
+        )
+        raw = (data or {}).get("instances")
+        return mapping.instance_from_vast(raw) if isinstance(raw, dict) else None
+
+    async def create_instance(self, request: CreateRequest) -> CreateResult:
+        self._require_key()
+        env: dict[str, str] = dict(request.env)
+        for port in request.ports:
+            env[f"-p {port}:{port}"] = "1"
+        body: dict[str, Any] = {
+            "client_id": "me",
+            "image": request.image,
+            "disk": request.disk_gb,
+            "env": env,
+            "label": request.label,
+            "onstart": request.onstart,
+            "runtype": "ssh_direc ssh_proxy",
+            "price": request.bid_price,
+            "cancel_unavail": request.bid_price is None,
+        }
+        if request.template_hash:
+            body["template_hash_id"] = request.template_hash
+        data = await self.http.request(
+            "PUT",
+            f"/asks/{int(request.offer_id)}/",
+            endpoint="PUT /asks/{id}/",
+            json=body,
+            idempotent=False,
+        )
+        contract = (data or {}).get("new_contract")
+        if contract is None:
+            raise BadRequest(
+                f"Vast.ai did not create an instance: {(data or {}).get('msg', 'no reason')}",
+                provider=self.name,
+            )
+        return CreateResult(instance_id=str(contract), started=bool(data.get("success")))
+
+    async def destroy_instance(self, instance_id: str) -> bool:
+        self._require_key()
+        try:
+            await self.http.request(
+                "DELETE",
+                f"/instances/{int(instance_id)}/",
+                endpoint="DELETE /instances/{id}/",
+                json={},
+            )
+        except NotFound:
+            return False
+        return True
+
+    async def current_user(self) -> dict[str, Any]:
+        self._require_key()
+        data = await self.http.request("GET", "/users/current/", endpoint="GET /users/current/")
+        if not isinstance(data, dict):
+            raise ProviderUnavailable("Vast.ai returned an unexpected user object")
+        data.pop("api_key", None)  # never keep the key around, even in memory dumps
+        return data
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _offers(data: Any) -> list[dict[str, Any]]:
+    if isinstance(data, dict) and isinstance(data.get("offers"), list):
+        return [o for o in data["offers"] if isinstance(o, dict) and "id" in o]
+    raise ProviderUnavailable("Vast.ai returned an unexpected search answer")

@@ -1,0 +1,67 @@
+"""The facade the CLI and (later) the service talk to: Shop(settings) → market, providers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gpushop.config import Settings, cache_dir
+from gpushop.gpus import GpuSelector, resolve
+
+if TYPE_CHECKING:
+    import httpx
+
+    from gpushop.market.service import Market
+    from gpushop.providers.base import Provider
+
+
+class Shop:
+    def __init__(
+        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self._transport = transport
+        self._providers: list[Provider] | None = None
+        self._market: Market | None = None
+
+    def providers(self) -> list[Provider]:
+        if self._providers is None:
+            from gpushop.providers.vastai import VastAIProvider
+
+            key = self.settings.vastai_api_key
+            self._providers = [
+                VastAIProvider(
+                    url=self.settings.vastai_url,
+                    api_key=key.get_secret_value() if key else None,
+                    transport=self._transport,
+                )
+            ]
+        return self._providers
+
+    def preferred(self) -> list[GpuSelector]:
+        out = []
+        for name in self.settings.vastai_preferred_gpus:
+            try:
+                out.append(resolve(name))
+            except Exception:  # an unknown preferred GPU only loses its preference
+                continue
+        return out
+
+    @property
+    def market(self) -> Market:
+        if self._market is None:
+            from gpushop.market.cache import MarketCache
+            from gpushop.market.service import Market
+
+            cache = MarketCache(cache_dir(), self.settings.gpushop_market_ttl)
+            self._market = Market(self.providers(), cache, self.preferred())
+        return self._market
+
+    async def aclose(self) -> None:
+        for provider in self._providers or []:
+            await provider.aclose()
+
+    async def __aenter__(self) -> Shop:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
