@@ -57,8 +57,8 @@ GPU_MODELS: tuple[GpuModel, ...] = (
 
 # Offer GPU counts per tier: (count, weight). 8x boxes are mostly datacenter GPUs.
 GPU_COUNTS: dict[str, tuple[tuple[int, float], ...]] = {
-    "consumer": ((1, 68), (2, 17), (4, 10), (8, 5)),
-    "pro": ((1, 55), (2, 18), (4, 14), (8, 13)),
+    "consumer": ((1, 70), (2, 17), (4, 10), (8, 3)),
+    "pro": ((1, 57), (2, 18), (4, 14), (8, 11)),
     "datacenter": ((1, 40), (2, 15), (4, 12), (8, 33)),
 }
 

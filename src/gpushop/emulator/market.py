@@ -9,6 +9,7 @@ pricing); `Market.payload` applies them on a shallow copy.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -39,6 +40,7 @@ DEFAULT_STORAGE_GB = 5.0
 8 GB; the CLI always sends its value, so 5 is what CLI users see)."""
 
 PRICE_KINDS = ("on-demand", "bid", "reserved")
+PRIVATE_FIELDS = ("_od_base", "_bid_base", "_country")  # generator helpers, never sent
 
 # Fields whose value depends on the request (storage size, pricing kind); everything else in an
 # offer is fixed for the life of the market.
@@ -140,7 +142,7 @@ class Market:
         offers: list[Offer] = []
         private: list[dict[str, Any]] = []
         for full in raw:
-            hidden = {k: full.pop(k) for k in [k for k in full if k.startswith("_")]}
+            hidden = {k: full.pop(k) for k in PRIVATE_FIELDS}
             merged = {**full, **hidden}
             full.update(price_fields(merged, DEFAULT_STORAGE_GB, "on-demand"))
             offers.append(full)
@@ -221,7 +223,8 @@ class _Generator:
         self.next_offer_id = 20_000_000 + rng.randrange(1_000_000)
         self.next_machine_id = 1_000 + rng.randrange(5_000)
         self.models = GPU_MODELS
-        self.model_weights = [m.weight for m in GPU_MODELS]
+        self.model_weights = list(itertools.accumulate(m.weight for m in GPU_MODELS))
+        self._tables: dict[int, tuple[list[Any], list[float]]] = {}
 
     def build(self, count: int) -> list[Offer]:
         offers: list[Offer] = []
@@ -230,11 +233,17 @@ class _Generator:
         return offers
 
     def pick(self, items: Sequence[tuple[Any, float]]) -> Any:
-        return self.rng.choices([i[0] for i in items], weights=[i[1] for i in items])[0]
+        table = self._tables.get(id(items))
+        if table is None:
+            table = self._tables[id(items)] = (
+                [i[0] for i in items],
+                list(itertools.accumulate(i[1] for i in items)),
+            )
+        return self.rng.choices(table[0], cum_weights=table[1])[0]
 
     def machine(self, room: int) -> list[Offer]:
         rng = self.rng
-        model: GpuModel = rng.choices(self.models, weights=self.model_weights)[0]
+        model: GpuModel = rng.choices(self.models, cum_weights=self.model_weights)[0]
         first = self.pick(GPU_COUNTS[model.tier])
         machine_gpus = first * rng.choice([1, 1, 1, 2, 4, 8])
         machine_gpus = min(max(machine_gpus, first), 8)
@@ -457,7 +466,7 @@ OFFER_SCALAR_FIELDS: tuple[str, ...] = ()
 
 def _scalar_fields() -> tuple[str, ...]:
     sample = _Generator(random.Random(0), 0.0).machine(1)[0]
-    for name in [k for k in sample if k.startswith("_")]:
+    for name in PRIVATE_FIELDS:
         sample.pop(name)
     sample.update(price_fields({**sample, "_od_base": 1.0, "_bid_base": 1.0}, 5.0, "on-demand"))
     return tuple(k for k, v in sample.items() if not isinstance(v, list | dict))
