@@ -216,16 +216,66 @@ def test_error_fixtures_map_to_typed_errors(name: str, status: int, kind: type) 
 
 def test_every_fixture_file_is_covered() -> None:
     used = {n for n, _, _ in ERRORS} | {
-        "offers_search.json", "instance_show_running.json", "instance_show_loading.json",
-        "instance_show_stopped.json", "instance_show_not_found.json", "instances_list.json",
-        "instances_list_v1.json", "create_instance.json", "create_instance_stopped.json",
-        "destroy.json", "user_current.json",
+        "offers_search.json",
+        "instance_show_running.json",
+        "instance_show_loading.json",
+        "instance_show_stopped.json",
+        "instance_show_not_found.json",
+        "instances_list.json",
+        "instances_list_v1.json",
+        "create_instance.json",
+        "create_instance_stopped.json",
+        "destroy.json",
+        "user_current.json",
     }
-    # parsed by the emulator's tests or by later issues' client code (named, so none is forgotten)
-    later = {
-        "attach_ssh.json", "detach_ssh.json", "ssh_key_create.json", "ssh_keys_list.json",
-        "templates_search.json", "charges.json", "request_logs.json", "execute_command.json",
-        "manage_instance.json", "gpu_names_unique.json", "error_resources_unavailable.json",
+    used |= {
+        "attach_ssh.json",
+        "detach_ssh.json",
+        "ssh_key_create.json",
+        "ssh_keys_list.json",
+        "templates_search.json",
+        "charges.json",
+        "manage_instance.json",
+        "gpu_names_unique.json",
+        "error_resources_unavailable.json",
     }
+    # the log and execute endpoints are not used by gpushop (it reads logs over SSH)
+    unused = {"request_logs.json", "execute_command.json"}
     on_disk = {p.name for p in FIXTURES.iterdir() if p.suffix in (".json", ".txt")}
-    assert on_disk == used | later
+    assert on_disk == used | unused
+
+
+async def test_manage_ssh_templates_charges_and_gpu_names_fixtures() -> None:
+    attach = load("attach_ssh.json")
+    provider = provider_serving(
+        {
+            "PUT /api/v0/instances/7/": (200, load("manage_instance.json")),
+            "PUT /api/v0/instances/8/": (200, load("error_resources_unavailable.json")),
+            "GET /api/v0/ssh/": (200, load("ssh_keys_list.json")),
+            "POST /api/v0/ssh/": (200, load("ssh_key_create.json")),
+            "POST /api/v0/instances/31874215/ssh/": (200, attach),
+            "DELETE /api/v0/instances/31874215/ssh/7730112/": (200, load("detach_ssh.json")),
+            "GET /api/v0/template/": (200, load("templates_search.json")),
+            "GET /api/v0/charges/": (200, load("charges.json")),
+            "GET /api/v0/gpu_names/unique/": (200, load("gpu_names_unique.json")),
+        }
+    )
+    assert await provider.set_state("7", "stopped") is True
+    # start while the GPUs are taken: HTTP 200 but queued, not running
+    assert await provider.set_state("8", "running") is False
+    await provider.set_label("7", "gpushop-abc123-r1")
+    keys = await provider.list_ssh_keys()
+    assert [k["id"] for k in keys] == [48211, 51907]
+    assert all(k["public_key"].startswith("ssh-ed25519 ") for k in keys)
+    created = await provider.add_ssh_key("ssh-ed25519 AAAA test")
+    assert created["id"] == load("ssh_key_create.json")["key"]["id"]
+    attached = await provider.attach_ssh_key("31874215", "ssh-ed25519 AAAA test")
+    assert attached == json.loads(attach["key"])  # the JSON-encoded string, decoded
+    assert await provider.detach_ssh_key("31874215", "7730112") is True
+    templates = await provider.search_templates({"name": {"eq": "x"}})
+    assert len(templates) == load("templates_search.json")["templates_found"]
+    charges = await provider.charges(0, 1e10)
+    assert [c["source"] for c in charges] == [r["source"] for r in load("charges.json")["results"]]
+    names = await provider.gpu_names()
+    assert names == load("gpu_names_unique.json")["gpu_names"]
+    await provider.aclose()

@@ -182,6 +182,108 @@ class VastAIProvider:
             return False
         return True
 
+    async def set_state(self, instance_id: str, state: str) -> bool:
+        """Start ("running") or stop ("stopped"). False when Vast queued it because the GPUs
+        are taken (HTTP 200 ``resources_unavailable``): the instance is not running yet."""
+        self._require_key()
+        data = await self.http.request(
+            "PUT",
+            f"/instances/{int(instance_id)}/",
+            endpoint="PUT /instances/{id}/",
+            json={"state": state},
+        )
+        return bool((data or {}).get("success"))
+
+    async def set_label(self, instance_id: str, label: str) -> None:
+        self._require_key()
+        await self.http.request(
+            "PUT",
+            f"/instances/{int(instance_id)}/",
+            endpoint="PUT /instances/{id}/",
+            json={"label": label},
+        )
+
+    async def list_ssh_keys(self) -> list[dict[str, Any]]:
+        self._require_key()
+        data = await self.http.request("GET", "/ssh/", endpoint="GET /ssh/")
+        keys = data if isinstance(data, list) else (data or {}).get("keys") or []
+        # older answers name the field "key", newer ones "public_key"
+        return [{**k, "public_key": k.get("public_key") or k.get("key")} for k in keys]
+
+    async def add_ssh_key(self, public_key: str) -> dict[str, Any]:
+        self._require_key()
+        data = await self.http.request(
+            "POST", "/ssh/", endpoint="POST /ssh/", json={"ssh_key": public_key}, idempotent=True
+        )
+        key = (data or {}).get("key")
+        return key if isinstance(key, dict) else {}
+
+    async def attach_ssh_key(self, instance_id: str, public_key: str) -> dict[str, Any]:
+        self._require_key()
+        data = await self.http.request(
+            "POST",
+            f"/instances/{int(instance_id)}/ssh/",
+            endpoint="POST /instances/{id}/ssh/",
+            json={"ssh_key": public_key},
+            idempotent=True,
+        )
+        key = (data or {}).get("key")
+        if isinstance(key, str):  # Vast sends the key object JSON-encoded in a string
+            try:
+                decoded = json.loads(key)
+            except ValueError:
+                return {}
+            return decoded if isinstance(decoded, dict) else {}
+        return key if isinstance(key, dict) else {}
+
+    async def detach_ssh_key(self, instance_id: str, key_id: str) -> bool:
+        self._require_key()
+        data = await self.http.request(
+            "DELETE",
+            f"/instances/{int(instance_id)}/ssh/{int(key_id)}/",
+            endpoint="DELETE /instances/{id}/ssh/{key_id}/",
+            json={},
+        )
+        return bool((data or {}).get("success"))
+
+    async def search_templates(self, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        params = {"select_cols": '["*"]', "select_filters": json.dumps(filters or {})}
+        data = await self.http.request(
+            "GET", "/template/", endpoint="GET /template/", params=params
+        )
+        if not (data or {}).get("success"):
+            return []  # "No templates found" comes as success: false
+        templates = data.get("templates") or []
+        return [t for t in templates if isinstance(t, dict)]
+
+    async def charges(self, start: float, end: float) -> list[dict[str, Any]]:
+        """What Vast billed per instance between two epochs (paged)."""
+        self._require_key()
+        out: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(1000):
+            params = {
+                "select_filters": json.dumps({"day": {"gte": start, "lte": end}}),
+                "format": "table",
+                "limit": "500",
+            }
+            if token:
+                params["after_token"] = token
+            data = await self.http.request(
+                "GET", "/charges/", endpoint="GET /charges/", params=params
+            )
+            out.extend(r for r in (data or {}).get("results") or [] if isinstance(r, dict))
+            token = (data or {}).get("next_token")
+            if not token:
+                break
+        return out
+
+    async def gpu_names(self) -> list[str]:
+        data = await self.http.request(
+            "GET", "/gpu_names/unique/", endpoint="GET /gpu_names/unique/", auth=False
+        )
+        return [str(n) for n in (data or {}).get("gpu_names") or []]
+
     async def current_user(self) -> dict[str, Any]:
         self._require_key()
         data = await self.http.request("GET", "/users/current/", endpoint="GET /users/current/")

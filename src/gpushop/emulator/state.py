@@ -1,0 +1,717 @@
+"""Account state of the emulated server: instances, SSH keys, the user, offer availability.
+
+Instance status is computed from timestamps when asked (no background tasks): created ->
+`actual_status` null for `provision_delay_s / speed` -> "loading" for `loading_delay_s / speed` ->
+"running". Everything runs on the server's event loop, so no locking is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpushop.emulator.config import EmulatorConfig
+from gpushop.emulator.dsl import Searcher
+from gpushop.emulator.market import Market, price_fields
+
+USER_ID = 412873
+MAX_LABEL = 1024
+MAX_ONSTART = 4048
+DEFAULT_IMAGE = "vastai/base-image:@vastai-automatic-tag"  # OAPI's default when none is given
+PORTS_PER_INSTANCE = 20
+FIRST_PORT = 41200
+LOAD_LAYERS = 9
+
+# Instance fields copied from the offer it was made from (the rest are instance-only).
+OFFER_FIELDS_IN_INSTANCE = (
+    "bundle_id",
+    "bw_nvlink",
+    "compute_cap",
+    "cpu_arch",
+    "cpu_cores",
+    "cpu_cores_effective",
+    "cpu_name",
+    "cpu_ram",
+    "credit_discount_max",
+    "cuda_max_good",
+    "direct_port_count",
+    "disk_bw",
+    "disk_name",
+    "dlperf",
+    "driver_version",
+    "end_date",
+    "geolocation",
+    "gpu_arch",
+    "gpu_display_active",
+    "gpu_frac",
+    "gpu_lanes",
+    "gpu_mem_bw",
+    "gpu_name",
+    "gpu_ram",
+    "has_avx",
+    "host_id",
+    "hosting_type",
+    "inet_down",
+    "inet_down_cost",
+    "inet_up",
+    "inet_up_cost",
+    "internet_down_cost_per_tb",
+    "internet_up_cost_per_tb",
+    "logo",
+    "machine_id",
+    "min_bid",
+    "mobo_name",
+    "num_gpus",
+    "os_version",
+    "pci_gen",
+    "pcie_bw",
+    "reliability2",
+    "score",
+    "static_ip",
+    "storage_cost",
+    "total_flops",
+    "verification",
+    "webpage",
+)
+
+
+class ApiError(Exception):
+    """An HTTP answer other than success: status and the exact JSON body to send."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("msg", ""))
+        self.status = status
+        self.body = body
+
+
+def no_such_instance(instance_id: int | str) -> ApiError:
+    return ApiError(
+        404,
+        {"success": False, "error": "no_such_instance", "msg": f"Instance {instance_id} not found."},
+    )
+
+
+def invalid_args(msg: str, **extra: Any) -> ApiError:
+    return ApiError(400, {"success": False, "error": "invalid_args", "msg": msg, **extra})
+
+
+MISSING_BILLING = {
+    "success": False,
+    "error": "missing_billing",
+    "msg": "You lack credit, see the billing page.",
+}
+
+
+@dataclass
+class Instance:
+    id: int
+    offer_index: int
+    offer_id: int
+    machine_id: int
+    created_at: float
+    image: str
+    runtype: str
+    args: list[str]
+    extra_env: list[list[str]]
+    onstart: str | None
+    label: str | None
+    disk: float
+    is_bid: bool
+    price: float  # the instance's dph_base: bid price or the offer's on-demand price
+    template_id: int | None
+    template_hash_id: str | None
+    intended: str  # "running" | "stopped"
+    run_requested_at: float  # when it was last asked to run (create or start)
+    first_boot: bool  # only the first boot goes through the provisioning (null) phase
+    stop_msg: str
+    port_start: int
+    jupyter_token: str
+    local_ip: str
+    machine_dir_ssh_port: int
+    keys: list[dict[str, Any]] = field(default_factory=list)  # attached SSH keys
+
+
+def parse_env(value: Any) -> list[list[str]]:
+    """`env` as a dict or a docker-style string (`-e K=V -p 8080:8080`) -> extra_env pairs."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [[str(k), v if isinstance(v, str) else json.dumps(v)] for k, v in value.items()]
+    if not isinstance(value, str):
+        raise invalid_args("env must be an object or a docker options string")
+    try:
+        tokens = shlex.split(value)
+    except ValueError as exc:
+        raise invalid_args(f"invalid env string: {exc}") from exc
+    pairs: list[list[str]] = []
+    i = 0
+    while i < len(tokens):
+        flag = tokens[i]
+        if flag in ("-e", "-p", "-h", "-v", "-n") and i + 1 < len(tokens):
+            arg = tokens[i + 1]
+            if flag == "-e":
+                key, sep, val = arg.partition("=")
+                if not sep or not key:
+                    raise invalid_args(f"invalid env entry: {arg}")
+                pairs.append([key, val])
+            elif flag in ("-p", "-v", "-n"):
+                pairs.append([f"{flag} {arg}", "1"])
+            else:
+                pairs.append([flag, arg])
+            i += 2
+        else:
+            raise invalid_args(f"invalid env string near {flag!r}")
+    return pairs
+
+
+def format_remaining(seconds: float) -> str:
+    """'3 Mon 2 D 11 Hr' like the API's time_remaining."""
+    seconds = max(0.0, seconds)
+    months, rest = divmod(int(seconds), 30 * 86400)
+    days, rest = divmod(rest, 86400)
+    hours = rest // 3600
+    parts = []
+    if months:
+        parts.append(f"{months} Mon")
+    if days or months:
+        parts.append(f"{days} D")
+    parts.append(f"{hours} Hr")
+    return " ".join(parts)
+
+
+class EmulatorState:
+    """Everything a reset puts back: market availability, instances, keys, counters."""
+
+    def __init__(self, config: EmulatorConfig, market: Market | None = None) -> None:
+        self.config = config
+        if market is None or market.seed != config.seed or len(market) != config.offers:
+            market = Market.generate(config.offers, config.seed)
+        self.market = market
+        self.searcher = Searcher(market)
+        self.available = bytearray(b"\x01" * len(market))  # 0 while an instance holds the offer
+        self.instances: dict[int, Instance] = {}
+        self.ssh_keys: list[dict[str, Any]] = []
+        self.rng = random.Random(config.seed + 7919)
+        self.next_instance_id = 32_000_001
+        self.next_key_id = 52_001
+        self.next_attachment_id = 7_730_001
+        self.next_port = FIRST_PORT
+
+    # -- helpers ---------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.time()
+
+    def is_key(self, key: str | None) -> bool:
+        return key is not None and key == self.config.api_key
+
+    def rented_machines(self) -> frozenset[int]:
+        return frozenset(inst.machine_id for inst in self.instances.values())
+
+    def _hex(self, n: int) -> str:
+        return "".join(self.rng.choice("0123456789abcdef") for _ in range(n))
+
+    def instance_or_404(self, instance_id: int) -> Instance:
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            raise no_such_instance(instance_id)
+        return inst
+
+    # -- user --------------------------------------------------------------------------------
+    def user(self) -> dict[str, Any]:
+        first_key = self.ssh_keys[0]["public_key"] if self.ssh_keys else None
+        return {
+            "api_key": self.config.api_key,
+            "autobill_amount": 0.0,
+            "autobill_threshold": 0.0,
+            "balance": 0.0,
+            "balance_threshold": 0.0,
+            "balance_threshold_enabled": False,
+            "billaddress_city": "",
+            "billaddress_country": "",
+            "billaddress_line1": "",
+            "billaddress_line2": "",
+            "billaddress_taxinfo": "",
+            "billaddress_zip": "",
+            "billed_expected": 0.0,
+            "billed_verified": 0.0,
+            "billing_creditonly": 0,
+            "can_pay": self.config.credit > 0,
+            "created_at": 1731412800,
+            "credit": round(float(self.config.credit), 2),
+            "email": "emulator@example.com",
+            "email_verified": True,
+            "fullname": "Emulator User",
+            "got_signup_credit": 1,
+            "has_billing": True,
+            "has_payout": False,
+            "has_rented": bool(self.instances),
+            "host_agreement_accepted": False,
+            "host_only": False,
+            "id": USER_ID,
+            "key_id": 902341,
+            "last4": "4242",
+            "password_resettable": True,
+            "paid_expected": 0.0,
+            "paid_verified": 0.0,
+            "payout_enabled": False,
+            "paypal_email": None,
+            "phone_number": None,
+            "ssh_key": first_key,
+            "total_spend": 0.0,
+            "username": "emulator",
+            "wise_email": None,
+        }
+
+    # -- SSH keys ----------------------------------------------------------------------------
+    @staticmethod
+    def _check_key(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ApiError(
+                400, {"success": False, "error": "no_ssh_key", "msg": "No ssh key provided"}
+            )
+        text = value.strip()
+        parts = text.split()
+        if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+            raise invalid_args("Invalid SSH public key.")
+        return text
+
+    def add_key(self, value: Any) -> dict[str, Any]:
+        text = self._check_key(value)
+        key = {
+            "id": self.next_key_id,
+            "user_id": USER_ID,
+            "public_key": text,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "deleted_at": None,
+        }
+        self.next_key_id += 1
+        self.ssh_keys.append(key)
+        for inst in self.instances.values():  # OAPI: added to all current instances
+            self._attach(inst, text)
+        return key
+
+    def find_key(self, key_id: int) -> dict[str, Any]:
+        for key in self.ssh_keys:
+            if key["id"] == key_id:
+                return key
+        raise ApiError(
+            404,
+            {"success": False, "error": "no_such_ssh_key", "msg": f"SSH key {key_id} not found."},
+        )
+
+    def update_key(self, key_id: int, value: Any) -> dict[str, Any]:
+        key = self.find_key(key_id)
+        key["public_key"] = self._check_key(value)
+        return key
+
+    def delete_key(self, key_id: int) -> None:
+        self.ssh_keys.remove(self.find_key(key_id))
+
+    def _attach(self, inst: Instance, text: str) -> dict[str, Any] | None:
+        if any(k["public_key"] == text for k in inst.keys):
+            return None
+        account = next((k["id"] for k in self.ssh_keys if k["public_key"] == text), None)
+        attachment = {
+            "id": self.next_attachment_id,
+            "instance_id": inst.id,
+            "ssh_key_id": account,
+            "public_key": text,
+        }
+        self.next_attachment_id += 1
+        inst.keys.append(attachment)
+        return attachment
+
+    def attach_key(self, instance_id: int, value: Any) -> dict[str, Any]:
+        inst = self.instance_or_404(instance_id)
+        text = self._check_key(value)
+        attachment = self._attach(inst, text)
+        if attachment is None:
+            return {"success": False, "msg": "SSH key already associated with this instance."}
+        return {"success": True, "msg": "SSH key added to instance.", "key": json.dumps(attachment)}
+
+    def detach_key(self, instance_id: int, key_id: int) -> dict[str, Any]:
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            return {
+                "success": False,
+                "error": "no_such_instance",
+                "msg": f"Instance {instance_id} not found.",
+            }
+        for attachment in inst.keys:
+            if key_id in (attachment["id"], attachment["ssh_key_id"]):
+                inst.keys.remove(attachment)
+                return {"success": True, "msg": "SSH key removed from instance."}
+        return {
+            "success": False,
+            "error": "no_such_ssh_key",
+            "msg": f"SSH key {key_id} is not attached to instance {instance_id}.",
+        }
+
+    # -- instances ---------------------------------------------------------------------------
+    def create(self, offer_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT /asks/{id}/ -> the success body; raises ApiError for every refusal."""
+        index = self.market.index_by_id.get(offer_id)
+        not_found = ApiError(
+            404,
+            {
+                "success": False,
+                "error": "no_such_ask",
+                "msg": f"No ask by id {offer_id} is available.",
+                "ask_id": offer_id,
+            },
+        )
+        if index is None or not self.available[index]:
+            raise not_found
+        offer = self.market.full(index)
+        if not offer["rentable"]:
+            raise not_found
+        req = _CreateRequest.parse(body, offer_id)
+        if req.disk > offer["disk_space"]:
+            raise invalid_args(
+                f"Requested disk {req.disk:g} GB exceeds the {offer['disk_space']:g} GB available "
+                f"on offer {offer_id}.",
+                ask_id=offer_id,
+            )
+        if self.config.credit <= 0:
+            raise ApiError(400, dict(MISSING_BILLING))
+        outbid = req.price is not None and req.price < offer["min_bid"]
+        if outbid and req.cancel_unavail:
+            raise ApiError(
+                410,
+                {
+                    "success": False,
+                    "error": "no_such_ask",
+                    "msg": f"Instance type {offer_id} is no longer available.",
+                    "ask_id": offer_id,
+                },
+            )
+        now = self.now()
+        inst = Instance(
+            id=self.next_instance_id,
+            offer_index=index,
+            offer_id=offer_id,
+            machine_id=offer["machine_id"],
+            created_at=now,
+            image=req.image,
+            runtype=req.runtype,
+            args=req.args,
+            extra_env=req.extra_env,
+            onstart=req.onstart,
+            label=req.label,
+            disk=req.disk,
+            is_bid=req.price is not None,
+            price=req.price if req.price is not None else offer["_od_base"],
+            template_id=req.template_id,
+            template_hash_id=req.template_hash_id,
+            intended="stopped" if outbid or req.target_state == "stopped" else "running",
+            run_requested_at=now,
+            first_boot=True,
+            stop_msg=(
+                "Instance stopped: outbid by a higher priority rental"
+                if outbid
+                else "exited: stopped by user"
+            ),
+            port_start=self.next_port,
+            jupyter_token=self._hex(64),
+            local_ip=f"10.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}",
+            machine_dir_ssh_port=50_000 + self.rng.randrange(6_000),
+        )
+        self.next_instance_id += 1
+        self.next_port += PORTS_PER_INSTANCE
+        self.available[index] = 0
+        for key in self.ssh_keys:  # new instances get the account's keys
+            self._attach(inst, key["public_key"])
+        self.instances[inst.id] = inst
+        return {
+            # created but stopped (bid below min_bid): HTTP 200 with success false (AUTO/dstack)
+            "success": not outbid,
+            "new_contract": inst.id,
+            "instance_api_key": self._hex(64),
+        }
+
+    def change(self, instance_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT /instances/{id}/ with state and/or label."""
+        inst = self.instance_or_404(instance_id)
+        if "label" in body:
+            label = body["label"]
+            if label is not None and not isinstance(label, str):
+                raise invalid_args("label must be a string")
+            if label is not None and len(label) > MAX_LABEL:
+                raise ApiError(400, {"error": "invalid_args", "msg": "label_too_long"})
+            inst.label = label
+        if "state" in body:
+            state = body["state"]
+            if state not in ("running", "stopped"):
+                raise ApiError(400, {"success": False, "msg": "Invalid target state"})
+            if state == "stopped" and inst.intended != "stopped":
+                inst.intended = "stopped"
+                inst.stop_msg = "exited: stopped by user"
+            elif state == "running" and inst.intended != "running":
+                if self.config.credit <= 0:
+                    raise ApiError(400, dict(MISSING_BILLING))
+                if inst.is_bid and inst.price < self.market.offers[inst.offer_index]["min_bid"]:
+                    return {
+                        "success": False,
+                        "error": "resources_unavailable",
+                        "msg": "Required resources are currently unavailable, state change queued.",
+                    }
+                inst.intended = "running"
+                inst.run_requested_at = self.now()
+                inst.first_boot = False
+        elif "label" not in body:
+            raise invalid_args("Nothing to change: give state or label.")
+        return {"success": True}
+
+    def destroy(self, instance_id: int) -> None:
+        inst = self.instance_or_404(instance_id)
+        del self.instances[instance_id]
+        self.available[inst.offer_index] = 1
+
+    def status(self, inst: Instance, now: float) -> tuple[str | None, str | None, float | None]:
+        """(actual_status, status_msg, running since) at `now`."""
+        if inst.intended == "stopped":
+            return "exited", inst.stop_msg, None
+        speed = self.config.speed
+        provision = self.config.provision_delay_s / speed if inst.first_boot else 0.0
+        loading = self.config.loading_delay_s / speed
+        elapsed = now - inst.run_requested_at
+        if elapsed < provision:
+            return None, None, None
+        if elapsed < provision + loading:
+            done = int(LOAD_LAYERS * (elapsed - provision) / loading) if loading else LOAD_LAYERS
+            return (
+                "loading",
+                f"Pulling image {inst.image}: {done} of {LOAD_LAYERS} layers complete",
+                None,
+            )
+        image = inst.image.replace(":", "_")
+        return "running", f"success, running {image}/ssh", inst.run_requested_at + provision + loading
+
+    def row(self, inst: Instance, now: float) -> dict[str, Any]:
+        """The instance object exactly as `GET /instances/{id}/` shows it (all 107 fields)."""
+        offer = self.market.full(inst.offer_index)
+        actual, msg, running_since = self.status(inst, now)
+        running = actual == "running"
+        stopped = inst.intended == "stopped"
+        prices = price_fields(offer, inst.disk, "bid" if inst.is_bid else "on-demand", base=inst.price)
+        ports: dict[str, list[dict[str, str]]] = {}
+        if running:
+            container_ports = ["22/tcp"]
+            for key, _ in inst.extra_env:
+                if key.startswith("-p "):
+                    spec = key[3:].strip()
+                    inner = spec.rsplit(":", 1)[-1]
+                    proto = "udp" if inner.endswith("/udp") else "tcp"
+                    container_ports.append(f"{inner.split('/')[0]}/{proto}")
+            for k, name in enumerate(dict.fromkeys(container_ports)):
+                host_port = str(inst.port_start + k)
+                ports[name] = [
+                    {"HostIp": "0.0.0.0", "HostPort": host_port},
+                    {"HostIp": "::", "HostPort": host_port},
+                ]
+        uptime = round((now - running_since) / 60.0, 1) if running_since is not None else None
+        duration = round(offer["end_date"] - now, 1)
+        row: dict[str, Any] = {name: offer[name] for name in OFFER_FIELDS_IN_INSTANCE}
+        row.update(
+            {
+                "actual_status": actual,
+                "client_run_time": 1.1,
+                "country_code": None,
+                "cpu_util": 12.5 if running else None,
+                "credit_balance": None,
+                "credit_discount": None,
+                "cur_state": "stopped" if stopped else "running",
+                "direct_port_end": -1 if stopped else inst.port_start + PORTS_PER_INSTANCE - 1,
+                "direct_port_start": -1 if stopped else inst.port_start,
+                "disk_space": inst.disk,
+                "disk_usage": round(min(inst.disk, 2.5 + inst.disk * 0.1), 1) if running else -1,
+                "disk_util": round(min(1.0, (2.5 + inst.disk * 0.1) / inst.disk), 3)
+                if running
+                else -1,
+                "dlperf_per_dphtotal": prices["dlperf_per_dphtotal"],
+                "dph_base": prices["dph_base"],
+                "dph_total": prices["dph_total"],
+                "duration": duration,
+                "external": False,
+                "extra_env": [list(pair) for pair in inst.extra_env],
+                "flops_per_dphtotal": prices["flops_per_dphtotal"],
+                "gpu_temp": 45.0 if running else None,
+                "gpu_totalram": offer["gpu_total_ram"],
+                "gpu_util": 0.0 if running else None,
+                "host_run_time": 2592000.0,
+                "id": inst.id,
+                "image_args": list(inst.args),
+                "image_runtype": inst.runtype,
+                "image_uuid": inst.image,
+                "inet_down_billed": 0.0 if running else None,
+                "inet_up_billed": 0.0 if running else None,
+                "instance": prices["instance"],
+                "intended_status": inst.intended,
+                "is_bid": inst.is_bid,
+                "jupyter_token": inst.jupyter_token,
+                "label": inst.label,
+                "local_ipaddrs": f"{inst.local_ip} 172.17.0.1 \n",
+                "machine_dir_ssh_port": inst.machine_dir_ssh_port,
+                "mem_limit": round(offer["cpu_ram"] * offer["gpu_frac"] / 1000.0, 1)
+                if running
+                else None,
+                "mem_usage": 1.2 if running else None,
+                "next_state": "stopped" if stopped else "running",
+                "onstart": inst.onstart,
+                "ports": ports,
+                "public_ipaddr": "127.0.0.1",
+                "rentable": True,
+                "search": prices["search"],
+                "ssh_host": "127.0.0.1",
+                "ssh_idx": "0",
+                "ssh_port": inst.port_start,
+                "start_date": inst.created_at,
+                "status_msg": msg,
+                "storage_total_cost": prices["storage_total_cost"],
+                "template_hash_id": inst.template_hash_id,
+                "template_id": inst.template_id,
+                "template_name": None,
+                "time_remaining": format_remaining(duration) if running else "",
+                "time_remaining_isbid": format_remaining(duration) if running else "",
+                "uptime_mins": uptime,
+                "vmem_usage": 0.5 if running else None,
+                "volume_info": [],
+                "vram_costperhour": prices["vram_costperhour"],
+            }
+        )
+        return row
+
+    def summary(self) -> dict[str, Any]:
+        """Control-API view of the state (no secrets)."""
+        now = self.now()
+        instances = []
+        for inst in self.instances.values():
+            actual, msg, _ = self.status(inst, now)
+            instances.append(
+                {
+                    "id": inst.id,
+                    "offer_id": inst.offer_id,
+                    "machine_id": inst.machine_id,
+                    "label": inst.label,
+                    "image": inst.image,
+                    "actual_status": actual,
+                    "intended_status": inst.intended,
+                    "status_msg": msg,
+                    "is_bid": inst.is_bid,
+                    "dph_base": inst.price,
+                    "disk": inst.disk,
+                    "ssh_port": inst.port_start,
+                    "ssh_keys": [k["public_key"] for k in inst.keys],
+                    "start_date": inst.created_at,
+                }
+            )
+        return {
+            "offers": len(self.market),
+            "offers_available": sum(self.available),
+            "instances": instances,
+            "ssh_keys": list(self.ssh_keys),
+            "user": {"id": USER_ID, "credit": self.config.credit},
+        }
+
+
+def identity_hash(key: str) -> str:
+    """A stable, non-reversible stand-in for a key (rate-limit buckets never hold the key)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass
+class _CreateRequest:
+    image: str
+    runtype: str
+    args: list[str]
+    extra_env: list[list[str]]
+    onstart: str | None
+    label: str | None
+    disk: float
+    price: float | None
+    template_id: int | None
+    template_hash_id: str | None
+    cancel_unavail: bool
+    target_state: str
+
+    @classmethod
+    def parse(cls, body: dict[str, Any], offer_id: int) -> _CreateRequest:
+        def opt_str(name: str, limit: int | None = None) -> str | None:
+            value = body.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                raise invalid_args(f"{name} must be a string", ask_id=offer_id)
+            if limit is not None and len(value) > limit:
+                raise invalid_args(f"{name} is longer than {limit} characters", ask_id=offer_id)
+            return value
+
+        template_hash_id = opt_str("template_hash_id")
+        template_id = body.get("template_id")
+        if template_id is not None and (
+            isinstance(template_id, bool) or not isinstance(template_id, int)
+        ):
+            raise invalid_args("template_id must be an integer", ask_id=offer_id)
+        image = opt_str("image") or DEFAULT_IMAGE
+        if not image.strip() or any(c.isspace() for c in image):
+            raise invalid_args("image must be a docker image name", ask_id=offer_id)
+        disk_raw = body.get("disk", 10.0)
+        if isinstance(disk_raw, bool) or not isinstance(disk_raw, int | float) or disk_raw <= 0:
+            raise invalid_args("disk must be a positive number of GB", ask_id=offer_id)
+        price_raw = body.get("price")
+        price: float | None = None
+        if price_raw is not None:
+            if isinstance(price_raw, bool) or not isinstance(price_raw, int | float):
+                raise invalid_args("price must be a number", ask_id=offer_id)
+            if price_raw < 0.001:
+                raise ApiError(
+                    400,
+                    {
+                        "success": False,
+                        "error": "invalid_price",
+                        "msg": "Please set a bid price >= 0.001.",
+                        "ask_id": offer_id,
+                    },
+                )
+            if price_raw > 128:
+                raise ApiError(
+                    400,
+                    {
+                        "success": False,
+                        "error": "invalid_price",
+                        "msg": "Please set a bid price <= 128.",
+                        "ask_id": offer_id,
+                    },
+                )
+            price = float(price_raw)
+        runtype = opt_str("runtype")
+        args = body.get("args")
+        if args is not None and (
+            not isinstance(args, list) or not all(isinstance(a, str) for a in args)
+        ):
+            raise invalid_args("args must be a list of strings", ask_id=offer_id)
+        target_state = body.get("target_state") or "running"
+        if target_state not in ("running", "stopped"):
+            raise invalid_args("target_state must be running or stopped", ask_id=offer_id)
+        label = opt_str("label")
+        if label is not None and len(label) > MAX_LABEL:
+            raise ApiError(400, {"error": "invalid_args", "msg": "label_too_long"})
+        return cls(
+            image=image,
+            runtype=runtype or ("args" if args else "ssh"),
+            args=list(args or []),
+            extra_env=parse_env(body.get("env")),
+            onstart=opt_str("onstart", MAX_ONSTART),
+            label=label,
+            disk=float(disk_raw),
+            price=price,
+            template_id=template_id,
+            template_hash_id=template_hash_id,
+            cancel_unavail=bool(body.get("cancel_unavail", False)),
+            target_state=target_state,
+        )
