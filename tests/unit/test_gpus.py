@@ -25,7 +25,7 @@ def test_a100_matches_every_variant_but_a_variant_only_itself() -> None:
 
 
 def test_unknown_gpu_is_a_usage_error_with_suggestions() -> None:
-    with pytest.raises(UsageError, match="did you mean.*RTX 4090"):
+    with pytest.raises(UsageError, match=r"did you mean.*RTX 4090"):
         resolve("RTX 4091")
 
 

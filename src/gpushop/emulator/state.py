@@ -92,7 +92,11 @@ class ApiError(Exception):
 def no_such_instance(instance_id: int | str) -> ApiError:
     return ApiError(
         404,
-        {"success": False, "error": "no_such_instance", "msg": f"Instance {instance_id} not found."},
+        {
+            "success": False,
+            "error": "no_such_instance",
+            "msg": f"Instance {instance_id} not found.",
+        },
     )
 
 
@@ -490,7 +494,11 @@ class EmulatorState:
                 None,
             )
         image = inst.image.replace(":", "_")
-        return "running", f"success, running {image}/ssh", inst.run_requested_at + provision + loading
+        return (
+            "running",
+            f"success, running {image}/ssh",
+            inst.run_requested_at + provision + loading,
+        )
 
     def row(self, inst: Instance, now: float) -> dict[str, Any]:
         """The instance object exactly as `GET /instances/{id}/` shows it (all 107 fields)."""
@@ -498,7 +506,9 @@ class EmulatorState:
         actual, msg, running_since = self.status(inst, now)
         running = actual == "running"
         stopped = inst.intended == "stopped"
-        prices = price_fields(offer, inst.disk, "bid" if inst.is_bid else "on-demand", base=inst.price)
+        prices = price_fields(
+            offer, inst.disk, "bid" if inst.is_bid else "on-demand", base=inst.price
+        )
         ports: dict[str, list[dict[str, str]]] = {}
         if running:
             container_ports = ["22/tcp"]

@@ -1,0 +1,280 @@
+"""The emulator's ASGI application: routing, auth, faults, rate limits, the request log, and the
+control API under /_emulator/.
+
+It is a plain ASGI callable built on Starlette's request/response types rather than a Starlette
+router, because it must answer both slash forms of every path without redirecting, name
+endpoints by template for faults and counters, and, for `drop` faults, break a response halfway —
+which needs the raw `send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gpushop.emulator.api import HANDLERS, Call
+from gpushop.emulator.config import EmulatorConfig
+from gpushop.emulator.faults import Fault, FaultBook, FaultError
+from gpushop.emulator.ratelimit import RateLimiter, limit_body, retry_after_value
+from gpushop.emulator.routes import Route, Router
+from gpushop.emulator.state import ApiError, EmulatorState, identity_hash
+
+log = logging.getLogger("gpushop.emulator")
+
+LOG_SIZE = 500
+AUTH_MISSING = {"success": False, "error": "auth_error", "msg": "This action requires login."}
+AUTH_INVALID = {"success": False, "error": "auth_error", "msg": "Invalid user key"}
+DROPPED_MESSAGE = "ASGI callable returned without completing response."
+
+
+class _DropFilter(logging.Filter):
+    """Silence uvicorn's complaint about the responses we break on purpose (`drop` faults)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != DROPPED_MESSAGE
+
+
+_drop_filter = _DropFilter()
+
+
+def install_log_filter() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if _drop_filter not in logger.filters:
+        logger.addFilter(_drop_filter)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    """JSON with `Content-Type: application/json` exactly: the official CLI refuses a charset."""
+    if isinstance(body, str | bytes):
+        text = body.encode() if isinstance(body, str) else body
+        media = "text/html" if text.lstrip().startswith(b"<") else "text/plain"
+        return Response(text, status, headers, media_type=media)
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+class Emulator:
+    """ASGI app holding the emulator state; `reset()` puts it back to the seeded start."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.base_config = config
+        self.state = EmulatorState(config)
+        self.router = Router()
+        self.faults = FaultBook()
+        self.limiter = RateLimiter()
+        self.counts: Counter[str] = Counter()
+        self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self.state.config
+
+    def reset(self, overrides: dict[str, Any] | None = None) -> None:
+        """Fresh state from the start-up config plus `overrides` (not cumulative)."""
+        config = self.base_config.with_overrides(overrides or {})
+        self.state = EmulatorState(config, market=self.state.market)
+        self.faults.clear()
+        self.limiter.reset()
+        self.counts.clear()
+        self.requests.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off; websockets are not served
+            return
+        request = Request(scope, receive)
+        path: str = scope["path"]
+        if path == "/_emulator" or path.startswith("/_emulator/"):
+            response = await self._control(request)
+            await response(scope, receive, send)
+            return
+        await self._api(request, scope, receive, send)
+
+    # -- API ---------------------------------------------------------------------------------
+    async def _api(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
+        method = request.method
+        path: str = scope["path"]
+        route, params, known = self.router.match(method, path)
+        body = await request.body()
+        query = request.query_params
+        key, auth = _credentials(request)
+        if route is None:
+            status = 405 if known else 404
+            reply = json_response(
+                status,
+                {
+                    "success": False,
+                    "error": "method_not_allowed" if known else "not_found",
+                    "msg": f"{method} {path} is not an emulated endpoint",
+                },
+            )
+            self._log(method, f"{method} {path}", path, query, body, status, auth)
+            await reply(scope, receive, send)
+            return
+        endpoint = route.endpoint
+        self.counts[endpoint] += 1
+        state = self.state
+        call = Call(
+            method=method,
+            path=path,
+            endpoint=endpoint,
+            params=params,
+            query=query,
+            body=body,
+            auth=auth,
+            key_valid=state.is_key(key),
+        )
+        fault = self.faults.take(endpoint)
+        drop = False
+        if fault is not None:
+            if fault.kind in ("status", "quota"):
+                status, fault_body, headers = fault.answer(endpoint)
+                self._log_call(call, status)
+                await json_response(status, fault_body, headers)(scope, receive, send)
+                return
+            if fault.kind == "latency":
+                await asyncio.sleep(fault.latency_s)
+            drop = fault.kind == "drop"
+        status, payload, headers = self._handle(route, call, key, request)
+        self._log_call(call, status)
+        response = json_response(status, payload, headers)
+        if drop:
+            await _send_broken(response, send)
+        else:
+            await response(scope, receive, send)
+
+    def _handle(
+        self, route: Route, call: Call, key: str | None, request: Request
+    ) -> tuple[int, Any, dict[str, str] | None]:
+        """Rate limit, then auth, then the handler (the real API limits before it checks keys)."""
+        state = self.state
+        if state.config.rate_limit:
+            client = request.client.host if request.client else "unknown"
+            identity = identity_hash(key) if key is not None else f"ip:{client}"
+            wait = self.limiter.check(call.endpoint, identity, time.monotonic())
+            if wait is not None:
+                headers = (
+                    {"Retry-After": retry_after_value(wait)} if state.config.retry_after else None
+                )
+                return 429, limit_body(call.endpoint), headers
+        if route.auth == "required":
+            if key is None:
+                return 403, dict(AUTH_MISSING), None
+            if not call.key_valid:
+                return 401, dict(AUTH_INVALID), None
+        elif route.auth == "optional" and key is not None and not call.key_valid:
+            return 404, dict(AUTH_INVALID), None  # search answers 404 for a bad key
+        try:
+            status, payload = HANDLERS[route.name](self, call)
+        except ApiError as exc:
+            return exc.status, exc.body, None
+        return status, payload, None
+
+    def _log_call(self, call: Call, status: int) -> None:
+        self._log(
+            call.method, call.endpoint, call.path, call.query, call.body, status, call.auth, call
+        )
+
+    def _log(
+        self,
+        method: str,
+        endpoint: str,
+        path: str,
+        query: Any,
+        body: bytes,
+        status: int,
+        auth: str | None,
+        call: Call | None = None,
+    ) -> None:
+        if call is not None:
+            parsed = call.logged_json()
+        else:
+            try:
+                parsed = orjson.loads(body) if body.strip() else None
+            except orjson.JSONDecodeError:
+                parsed = None
+        self.requests.append(
+            {
+                "time": time.time(),
+                "method": method,
+                "endpoint": endpoint,
+                "path": path,
+                # never keep the key: drop api_key from the query string
+                "query": {k: v for k, v in query.multi_items() if k != "api_key"},
+                "json": parsed,
+                "status": status,
+                "auth": auth,
+            }
+        )
+
+    # -- control -----------------------------------------------------------------------------
+    async def _control(self, request: Request) -> Response:
+        method = request.method
+        action = request.url.path.rstrip("/").removeprefix("/_emulator").strip("/")
+        body = await request.body()
+        try:
+            data = orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError:
+            return json_response(400, {"success": False, "msg": "body is not JSON"})
+        if (method, action) == ("POST", "reset"):
+            if not isinstance(data, dict):
+                return json_response(400, {"success": False, "msg": "overrides must be an object"})
+            try:
+                self.reset(data)
+            except (ValueError, TypeError) as exc:
+                return json_response(400, {"success": False, "msg": str(exc)})
+            return json_response(200, {"success": True, "config": self.config.public_dict()})
+        if (method, action) == ("GET", "state"):
+            return json_response(
+                200,
+                {
+                    "config": self.config.public_dict(),
+                    **self.state.summary(),
+                    "request_counts": dict(self.counts),
+                    "faults": [f.to_json() for f in self.faults.pending],
+                },
+            )
+        if (method, action) == ("POST", "faults"):
+            try:
+                fault = Fault.from_json(data)
+            except FaultError as exc:
+                return json_response(400, {"success": False, "msg": str(exc)})
+            self.faults.add(fault)
+            return json_response(200, {"success": True, "fault": fault.to_json()})
+        if (method, action) == ("DELETE", "faults"):
+            self.faults.clear()
+            return json_response(200, {"success": True})
+        if (method, action) == ("GET", "requests"):
+            return json_response(200, {"requests": list(self.requests)})
+        return json_response(404, {"success": False, "msg": f"no control action {method} {action}"})
+
+
+def _credentials(request: Request) -> tuple[str | None, str | None]:
+    """(key, how it came): the Bearer header wins over the legacy ?api_key= parameter."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip(), "bearer"
+    key = request.query_params.get("api_key")
+    if key:
+        return key, "param"
+    return None, None
+
+
+async def _send_broken(response: Response, send: Send) -> None:
+    """Announce the full body, send half of it, and stop: the server then closes the
+    connection, so the client sees an incomplete response (httpx: RemoteProtocolError)."""
+    body = response.body
+    headers = [(k, v) for k, v in response.raw_headers if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body) + 64).encode()))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send(
+        {"type": "http.response.body", "body": bytes(body[: len(body) // 2]), "more_body": True}
+    )

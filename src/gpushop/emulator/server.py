@@ -1,0 +1,165 @@
+"""Serving the emulator: in the foreground (`serve`, for `gpushop emulator`) or in a background
+thread (`EmulatorThread`, for tests and the embedded demo).
+
+Both bind the socket first, so the port is known (and connections queue) before anything is
+printed or returned; `serve` then prints the KEY=VALUE start-up lines on stdout and logs to stderr
+only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Generator
+from types import FrameType, TracebackType
+
+import uvicorn
+
+from gpushop.emulator.app import Emulator, install_log_filter
+from gpushop.emulator.config import EmulatorConfig
+from gpushop.emulator.control import EmulatorControl
+
+log = logging.getLogger("gpushop.emulator")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def public_url(host: str, sock: socket.socket) -> str:
+    """The URL clients use: a wildcard bind is reached through loopback."""
+    port = sock.getsockname()[1]
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _uvicorn_config(app: Emulator, log_level: str) -> uvicorn.Config:
+    install_log_filter()
+    return uvicorn.Config(
+        app,
+        log_config=None,  # keep the caller's logging; uvicorn's default sends access logs to stdout
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        http="h11",
+        ws="none",
+        loop="asyncio",
+        timeout_graceful_shutdown=2,
+    )
+
+
+class _ForegroundServer(uvicorn.Server):
+    """uvicorn re-raises the captured SIGINT after shutdown (a KeyboardInterrupt traceback);
+    we only want a clean exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        def handle(sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(config: EmulatorConfig) -> None:
+    """Run the emulator until SIGINT/SIGTERM. Prints VASTAI_URL and VASTAI_API_KEY first."""
+    config.validate()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+        )
+    app = Emulator(config)  # builds the market before binding: the URL means "ready"
+    sock = bind_socket(config.host, config.port)
+    try:
+        print(f"VASTAI_URL={public_url(config.host, sock)}", flush=True)
+        print(f"VASTAI_API_KEY={config.api_key}", flush=True)
+        log.info(
+            "emulator serving %d offers (seed %d, rate limits %s, speed %g)",
+            config.offers,
+            config.seed,
+            "on" if config.rate_limit else "off",
+            config.speed,
+        )
+        server = _ForegroundServer(_uvicorn_config(app, "warning"))
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+class EmulatorThread:
+    """The same server on a background thread, on a real port of 127.0.0.1.
+
+    Usage: `with EmulatorThread(EmulatorConfig(rate_limit=False)) as emu: httpx.get(emu.url + ...)`
+    """
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.app = Emulator(config)
+        self._sock = bind_socket(config.host, config.port)
+        self.url = public_url(config.host, self._sock)
+        self.api_key = config.api_key
+        self.control = EmulatorControl(self.url)
+        self._server = uvicorn.Server(_uvicorn_config(self.app, "warning"))
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name=f"vastai-emulator-{self.url}",
+            daemon=True,
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    def start(self) -> EmulatorThread:
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the Vast.ai emulator did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.control.close()
+        self._sock.close()
+
+    def __enter__(self) -> EmulatorThread:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
