@@ -134,9 +134,9 @@ class Emulator:
         drop = False
         if fault is not None:
             if fault.kind in ("status", "quota"):
-                status, fault_body, headers = fault.answer(endpoint)
+                status, fault_body, fault_headers = fault.answer(endpoint)
                 self._log_call(call, status)
-                await json_response(status, fault_body, headers)(scope, receive, send)
+                await json_response(status, fault_body, fault_headers)(scope, receive, send)
                 return
             if fault.kind == "latency":
                 await asyncio.sleep(fault.latency_s)

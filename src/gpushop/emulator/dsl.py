@@ -256,11 +256,12 @@ def _compile_field(name: str, spec: dict[str, Any]) -> list[Condition]:
         else:
             values = [value]
         target = column
-        if name == "geolocation":
-            # Vast compares country codes; offers end their geolocation with the code.
-            if all(isinstance(v, str) and len(v.strip()) == 2 for v in values):
-                target = "_country"
-                values = [v.strip().upper() for v in values]
+        # Vast compares country codes; offers end their geolocation with the code.
+        if name == "geolocation" and all(
+            isinstance(v, str) and len(v.strip()) == 2 for v in values
+        ):
+            target = "_country"
+            values = [v.strip().upper() for v in values]
         kind = COLUMN_KINDS[target]
         if name in BOOL_TO_INT:
             values = [None if v is None else int(_coerce("bool", v, name)) for v in values]
@@ -384,7 +385,7 @@ class Searcher:
 
     # -- search --------------------------------------------------------------------------
     def search(
-        self, q: Query, *, now: float, available: bytes, rented: frozenset[int]
+        self, q: Query, *, now: float, available: bytes | bytearray, rented: frozenset[int]
     ) -> list[int]:
         """Indices of matching offers, ordered, at most `q.limit`."""
         if self.n == 0 or q.limit == 0:

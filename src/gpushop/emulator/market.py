@@ -204,7 +204,7 @@ class Market:
 
 
 def _columns(offers: list[Offer]) -> dict[str, list[Any]]:
-    """One list per scalar field; lists and objects (gpu_ids, search, instance) are not filterable."""
+    """One list per scalar field; lists and objects (gpu_ids, search...) are not filterable."""
     if not offers:
         return {name: [] for name in OFFER_SCALAR_FIELDS}
     return {

@@ -422,7 +422,7 @@ class EmulatorState:
             ),
             port_start=self.next_port,
             jupyter_token=self._hex(64),
-            local_ip=f"10.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}",
+            local_ip="10." + ".".join(str(self.rng.randrange(1, 255)) for _ in range(3)),
             machine_dir_ssh_port=50_000 + self.rng.randrange(6_000),
         )
         self.next_instance_id += 1
