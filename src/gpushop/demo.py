@@ -12,9 +12,9 @@ import time
 
 
 def _step(title: str) -> None:
-    from rich.console import Console
+    from gpushop.cli.render import console
 
-    Console().rule(f"[bold]{title}")
+    console().rule(f"[bold]{title}")
 
 
 def main() -> int:
@@ -39,12 +39,13 @@ def main() -> int:
         timings: list[tuple[str, float, int]] = []
 
         def run(title: str, argv: list[str]) -> int:
-            _step(f"{title}\n$ gpushop {' '.join(argv)}")
-            before = sum(emu.control.state()["requests"].values())
+            _step(title)
+            print(f"$ gpushop {' '.join(argv)}", flush=True)
+            before = sum(emu.control.state()["request_counts"].values())
             started = time.perf_counter()
             code = cli(argv)
             elapsed = time.perf_counter() - started
-            calls = sum(emu.control.state()["requests"].values()) - before
+            calls = sum(emu.control.state()["request_counts"].values()) - before
             timings.append((" ".join(argv[:1]), elapsed, calls))
             print(f"[exit {code}, {elapsed:.2f} s, {calls} API call(s)]\n", flush=True)
             return code

@@ -171,7 +171,7 @@ def test_no_match_exits_6(env: Any, capsys: Any) -> None:
 
 def test_human_table(env: Any, capsys: Any) -> None:
     code, out, _ = run(capsys, "offers", "--min-vram", "24", "--limit", "3")
-    assert code == 0 and "vs market" in out and "vastai:" in out
+    assert code == 0 and "vs mkt" in out and "vastai:" in out
 
 
 @pytest.mark.parametrize(

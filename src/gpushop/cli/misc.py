@@ -18,8 +18,9 @@ def config(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     if as_json:
         print_json({name: {"value": value, "source": source} for name, value, source in rows})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from gpushop.cli.render import console
 
     table = Table(header_style="bold")
     table.add_column("variable")
@@ -27,7 +28,7 @@ def config(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     table.add_column("source")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console().print(table)
 
 
 def emulator(

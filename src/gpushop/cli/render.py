@@ -14,6 +14,16 @@ if TYPE_CHECKING:
     from gpushop.models import Offer
 
 
+def console() -> Any:
+    """A rich console; when output is not a terminal (a pipe, a CI log) tables get 160 columns
+    rather than rich's 80, so nothing is cut."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def _r(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -63,41 +73,45 @@ def _delta(pct: float | None) -> str:
     return f"[{colour}]{pct:+.0f}%[/{colour}]"
 
 
+def _where(offer: Offer) -> str:
+    region = offer.location.rsplit(",", 1)[0].strip() if "," in offer.location else ""
+    if len(region) > 12:
+        region = region[:11] + "…"
+    return f"{offer.country or '?'} {region}".strip()
+
+
 def offers_table(offers: list[Offer], title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
     for name, justify in [
         ("#", "right"),
         ("offer", "left"),
         ("GPU", "left"),
         ("VRAM", "right"),
         ("$/h", "right"),
-        ("vs market", "right"),
+        ("vs mkt", "right"),
         ("rel.", "right"),
-        ("value $/h", "right"),
         ("CUDA", "right"),
-        ("down Mb/s", "right"),
-        ("location", "left"),
+        ("↓Mb/s", "right"),
+        ("where", "left"),
     ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name != "where")  # type: ignore[arg-type]
     for i, o in enumerate(offers, 1):
         gpu = f"{o.num_gpus}x {o.gpu_variant}" + ("" if o.verified else " [dim](unverified)[/dim]")
         table.add_row(
             str(i),
             o.id,
             gpu,
-            f"{o.gpu_ram_gb:.1f} GB",
+            f"{o.gpu_ram_gb:.1f}GB",
             f"{o.price_per_hour:.3f}",
             _delta(o.market_delta_pct),
             _fmt(o.reliability, ".3f"),
-            f"{ranking.value_price(o):.3f}",
             _fmt(o.cuda, ".1f"),
             _fmt(o.inet_down_mbps, ".0f"),
-            o.location,
+            _where(o),
         )
-    Console().print(table)
+    console().print(table)
 
 
 def market_json(summary: MarketSummary) -> dict[str, Any]:
@@ -120,7 +134,6 @@ def market_json(summary: MarketSummary) -> dict[str, Any]:
 
 
 def market_table(summary: MarketSummary, title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -133,9 +146,9 @@ def market_table(summary: MarketSummary, title: str) -> None:
         ("best reliable offer", "left"),
         ("$/h", "right"),
         ("rel.", "right"),
-        ("vs market", "right"),
+        ("vs mkt", "right"),
     ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for m in summary.models:
         best = m.best
         table.add_row(
@@ -144,9 +157,9 @@ def market_table(summary: MarketSummary, title: str) -> None:
             f"{m.p10:.3f}",
             f"{m.p50:.3f}",
             f"{m.p90:.3f}",
-            f"{best.id} ({best.num_gpus}x, {best.location})" if best else "-",
+            f"{best.id} {best.num_gpus}x {best.country or '?'}" if best else "-",
             f"{best.price_per_hour:.3f}" if best else "-",
             _fmt(best.reliability, ".3f") if best else "-",
             _delta(best.market_delta_pct) if best else "-",
         )
-    Console().print(table)
+    console().print(table)
