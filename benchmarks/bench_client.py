@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from gpushop.emulator.server import EmulatorThread
 
 from gpushop.emulator.config import EmulatorConfig
+from gpushop.emulator.server import EmulatorThread
 from gpushop.market import ranking, stats
 from gpushop.models import OfferQuery, SortKey
 from gpushop.providers.vastai.mapping import offer_from_vast

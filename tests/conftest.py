@@ -1,0 +1,76 @@
+"""Shared fixtures: the Vast.ai emulator over real HTTP, and an isolated environment per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpushop.emulator import EmulatorConfig, EmulatorThread
+
+# Read before the autouse fixture clears VASTAI_*: `make test` points this at the official CLI.
+VASTAI_CLI = os.environ.get("VASTAI_CLI") or shutil.which("vastai")
+
+ISOLATED_PREFIXES = ("VASTAI_", "VAST_", "TENSORDOCK_", "GPUSHOP_")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No provider credentials from the developer's shell, and a private HOME/XDG tree."""
+    for name in list(os.environ):
+        if name.startswith(ISOLATED_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_DATA_HOME", ".local/share"),
+    ):
+        path = home / sub
+        path.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(var, str(path))
+    return home
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorThread]:
+    """One emulator for the whole session: 600 offers, seed 1234, no rate limits, fast clock."""
+    config = EmulatorConfig(offers=600, seed=1234, rate_limit=False, speed=1000.0)
+    with EmulatorThread(config) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorThread) -> EmulatorThread:
+    """The session emulator, reset to its seeded initial state for this test."""
+    emulator_server.control.reset()
+    return emulator_server
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[Callable[..., EmulatorThread]]:
+    """Factory for a dedicated emulator (rate limits on, other seeds, big markets); all are
+    stopped when the test ends."""
+    started: list[EmulatorThread] = []
+
+    def make(**fields: Any) -> EmulatorThread:
+        server = EmulatorThread(EmulatorConfig(**fields)).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def vastai_cli() -> str:
+    """Path of the official `vastai` CLI (1.9.1), or skip."""
+    if not VASTAI_CLI or not Path(VASTAI_CLI).exists():
+        pytest.skip("official vastai CLI not installed (make vastai-cli; set VASTAI_CLI)")
+    return VASTAI_CLI
