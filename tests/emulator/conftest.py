@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from gpushop.emulator import EmulatorThread
-
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "vastai"
-
-
-def fixture_json(name: str) -> Any:
-    """A recorded response from shared/fixtures/vastai/ (skip when the folder is absent)."""
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"fixture {name} not available")
-    return json.loads(path.read_text())
 
 
 @pytest.fixture

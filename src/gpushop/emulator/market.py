@@ -101,7 +101,7 @@ def price_fields(
         "vram_costperhour": round(total / (offer["gpu_total_ram"] / 1024.0), 9),
         "is_bid": kind == "bid",
         "search": {
-            "discountTotalHour": discount,
+            "discountTotalHour": discount or 0,  # an int 0 when undiscounted, as the API sends
             "discountedTotalPerHour": discounted_total,
             "diskHour": storage,
             "gpuCostPerHour": base,

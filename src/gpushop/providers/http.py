@@ -39,10 +39,10 @@ class RetryPolicy:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
 
-    def backoff(self, attempt: int, floor: float = 0.0) -> float:
-        """Full-jitter exponential backoff; never below ``floor`` (the endpoint's interval)."""
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter (half to full), so concurrent clients spread out."""
         ceiling = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
-        return max(floor, random.uniform(ceiling / 2, ceiling))
+        return random.uniform(ceiling / 2, ceiling)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -202,9 +202,8 @@ class HttpClient:
             return False
         if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
             return False
-        bucket = self.limiter.bucket(endpoint)
-        floor = bucket.limit.interval_s if bucket is not None else 0.0
-        delay = retry_after if retry_after is not None else self.retry.backoff(attempt, floor)
+        # After a 429 the endpoint's bucket was drained, so the limiter adds its own interval.
+        delay = retry_after if retry_after is not None else self.retry.backoff(attempt)
         log.info("%s: %s; retrying in %.2fs", endpoint, error, delay)
         await self._sleep(delay)
         return True

@@ -82,7 +82,10 @@ class VastAIProvider:
         self, query_: OfferQuery, *, pool: int, sort: SortKey = SortKey.PRICE
     ) -> list[Offer]:
         body = query.build_search_query(query_, sort=sort, limit=pool)
-        data = await self.http.request("POST", "/bundles/", endpoint="POST /bundles/", json=body)
+        # a POST, but a read: safe to retry like a GET
+        data = await self.http.request(
+            "POST", "/bundles/", endpoint="POST /bundles/", json=body, idempotent=True
+        )
         return [
             mapping.offer_from_vast(raw, disk_gb=query_.disk_gb, interruptible=query_.interruptible)
             for raw in _offers(data)
