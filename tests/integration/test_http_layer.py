@@ -106,12 +106,23 @@ async def test_keyless_calls_that_need_a_key_name_the_variable(emulator: Any) ->
 
 async def test_client_side_limiter_keeps_us_under_the_real_limits(make_emulator: Any) -> None:
     emu = make_emulator(rate_limit=True)
-    p = VastAIProvider(url=emu.url, api_key=emu.api_key, retry=RetryPolicy(attempts=1))
-    for _ in range(3):  # three searches in a row: the limiter spaces them, no 429 reaches us
-        await first_offer_id(p)
-    statuses = [r["status"] for r in emu.control.requests()]
-    assert statuses.count(429) == 0 and statuses.count(200) == 3
-    await p.aclose()
+    # without our limiter, three searches in a row meet the server's limit (burst 2, then 2 s)
+    bare = VastAIProvider(
+        url=emu.url, api_key=emu.api_key, retry=RetryPolicy(attempts=1), rate_limit=False
+    )
+    with pytest.raises(errors.RateLimited):
+        for _ in range(3):
+            await first_offer_id(bare)
+    await bare.aclose()
+    emu.control.reset()
+    # with it, the same three calls are spaced out and all succeed
+    limited = VastAIProvider(url=emu.url, api_key=emu.api_key, retry=RetryPolicy(attempts=2))
+    started = time.perf_counter()
+    for _ in range(3):
+        await first_offer_id(limited)
+    assert time.perf_counter() - started >= 2.0
+    assert [r["status"] for r in emu.control.requests()].count(200) == 3
+    await limited.aclose()
 
 
 async def test_instance_lifecycle_through_the_provider(emulator: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from gpushop.cli.common import print_json, settings
-from gpushop.errors import UsageError
+from gpushop.errors import GpushopError, UsageError
 
 
 def config(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
@@ -52,8 +52,8 @@ def emulator(
     from gpushop.emulator.config import EmulatorConfig
     from gpushop.emulator.server import serve
 
-    serve(
-        EmulatorConfig(
+    try:
+        cfg = EmulatorConfig(
             host=host,
             port=port,
             offers=offers,
@@ -62,7 +62,12 @@ def emulator(
             rate_limit=not no_rate_limit,
             speed=speed,
         )
-    )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        serve(cfg)
+    except OSError as exc:  # the port is taken, or the address cannot be bound
+        raise GpushopError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def register(app: typer.Typer) -> None:
