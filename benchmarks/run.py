@@ -8,9 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_emulator
-
 import bench_client
+import bench_emulator
 
 
 def main() -> int:
