@@ -8,11 +8,7 @@ import os
 import sys
 
 import typer
-
-try:  # typer >= 0.2x vendors its own click; older releases use the click package
-    from typer._click import exceptions as click_exc
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_exc  # type: ignore[no-redef]
+from click import exceptions as click_exc
 
 from gpushop.errors import GpushopError
 
