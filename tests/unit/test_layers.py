@@ -1,0 +1,73 @@
+"""The layering rules of DESIGN.md, checked on the source: imports point down only, and the
+emulator imports nothing from the client side (so tests against it check the published API)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "gpushop"
+
+# what each layer may import from gpushop (besides itself)
+CORE = {
+    "gpushop",
+    "gpushop.models",
+    "gpushop.errors",
+    "gpushop.config",
+    "gpushop.gpus",
+    "gpushop.units",
+}
+ALLOWED = {
+    "emulator": set(),
+    "providers": CORE,
+    "market": CORE | {"gpushop.providers.base"},
+    "shop.py": CORE | {"gpushop.market", "gpushop.providers"},
+    "cli": None,  # the top: anything
+    "demo.py": None,
+}
+
+
+def gpushop_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found.update(n for n in names if n == "gpushop" or n.startswith("gpushop."))
+    return found
+
+
+def layer_of(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.name
+
+
+def allowed(name: str, layer: str) -> bool:
+    rules = ALLOWED.get(layer, CORE)
+    if rules is None or name.startswith(f"gpushop.{layer}"):
+        return True
+    return any(name == r or name.startswith(r + ".") for r in rules if r != "gpushop") or (
+        name == "gpushop" and "gpushop" in rules
+    )
+
+
+def test_imports_point_down_only() -> None:
+    bad = []
+    for path in SRC.rglob("*.py"):
+        layer = layer_of(path)
+        if layer in ("__init__.py", "__main__.py"):
+            continue
+        for name in gpushop_imports(path):
+            if not allowed(name, layer):
+                bad.append(f"{path.relative_to(SRC)} imports {name}")
+    assert bad == []
+
+
+def test_the_emulator_imports_nothing_from_the_client_side() -> None:
+    for path in (SRC / "emulator").rglob("*.py"):
+        for name in gpushop_imports(path):
+            assert name.startswith("gpushop.emulator"), f"{path.name} imports {name}"
