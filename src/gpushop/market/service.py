@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from gpushop.errors import NoMatchError, ProviderError
 from gpushop.gpus import GpuSelector
@@ -15,6 +16,7 @@ from gpushop.models import Offer, OfferQuery, SortKey
 from gpushop.providers.base import Provider
 
 log = logging.getLogger("gpushop.market")
+T = TypeVar("T")
 
 # Candidates fetched for a local ranking: the server's order matches ours for every sort but
 # ``value``, which may prefer a slightly dearer but more reliable host.
@@ -80,32 +82,44 @@ class Market:
         error is raised. No match raises NoMatchError.
         """
         pool = pool_size(sort, limit)
-        tasks = [self._search_one(p, query, sort, pool) for p in self.providers]
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        result = SearchResult(offers=[])
-        errors: list[BaseException] = []
+        outcomes, warnings = await self._each_provider(
+            lambda p: self._search_one(p, query, sort, pool)
+        )
+        result = SearchResult(offers=[], warnings=warnings)
         cached = True
-        for provider, outcome in zip(self.providers, results, strict=True):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, ProviderError):
-                    raise outcome
-                errors.append(outcome)
-                result.warnings.append(f"{provider.display_name} failed: {outcome}")
-                continue
-            offers, market, was_cached, dropped = outcome
+        for offers, market, was_cached, dropped in outcomes:
             cached = cached and was_cached
             result.dropped += dropped
             medians = stats.medians(market, interruptible=query.interruptible)
             for offer in offers:
                 offer.market_median_per_gpu = medians.get(offer.gpu_name)
             result.offers.extend(offers)
-        if errors and len(errors) == len(self.providers):
-            raise errors[0]
         result.market_cached = cached
         result.offers = ranking.rank(result.offers, sort, self.preferred)[:limit]
         if not result.offers:
             raise NoMatchError(f"no offer matches: {query.describe()}")
         return result
+
+    async def _each_provider(
+        self, call: Callable[[Provider], Awaitable[T]]
+    ) -> tuple[list[T], list[str]]:
+        """Run ``call`` on every provider at once: (answers, warnings). A provider that fails is
+        a warning while another one answers; when all fail, the first error is raised."""
+        results = await asyncio.gather(*(call(p) for p in self.providers), return_exceptions=True)
+        answers: list[T] = []
+        warnings: list[str] = []
+        errors: list[ProviderError] = []
+        for provider, outcome in zip(self.providers, results, strict=True):
+            if isinstance(outcome, ProviderError):
+                errors.append(outcome)
+                warnings.append(f"{provider.display_name} failed: {outcome}")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                answers.append(outcome)
+        if errors and not answers:
+            raise errors[0]
+        return answers, warnings
 
     async def _search_one(
         self, provider: Provider, query: OfferQuery, sort: SortKey, pool: int
@@ -135,24 +149,9 @@ class Market:
         self, gpus: Sequence[GpuSelector] = (), min_reliability: float = 0.98
     ) -> MarketSummary:
         """Per GPU model: offers, p10/p50/p90 $/GPU/h and the best reliable offer."""
-        results = await asyncio.gather(
-            *(self.snapshot(p) for p in self.providers), return_exceptions=True
-        )
-        offers: list[Offer] = []
-        warnings: list[str] = []
-        errors: list[BaseException] = []
-        cached = True
-        for provider, outcome in zip(self.providers, results, strict=True):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, ProviderError):
-                    raise outcome
-                errors.append(outcome)
-                warnings.append(f"{provider.display_name} failed: {outcome}")
-                continue
-            offers.extend(outcome[0])
-            cached = cached and outcome[1]
-        if errors and len(errors) == len(self.providers):
-            raise errors[0]
+        snapshots, warnings = await self._each_provider(self.snapshot)
+        offers = [offer for found, _ in snapshots for offer in found]
+        cached = all(was_cached for _, was_cached in snapshots)
         if gpus:
             offers = [o for o in offers if any(s.matches(o.gpu_variant) for s in gpus)]
         if not offers:
