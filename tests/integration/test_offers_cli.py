@@ -247,3 +247,14 @@ def test_config_masks_secrets(capsys: Any, monkeypatch: Any) -> None:
     assert data["VASTAI_API_KEY"] == {"value": "****wxyz", "source": "env"}
     assert "abcdefghijklmnop" not in out
     assert data["VASTAI_URL"]["value"] == "https://console.vast.ai"
+
+
+def test_max_bid_setting_is_the_default_price_cap(env: Any, capsys: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("VASTAI_MAX_BID_PER_HOUR", "0.2")
+    code, out, _ = run(capsys, "offers", "--sort", "reliability", "--limit", "20", "--json")
+    assert code == 0
+    prices = [o["price_per_hour"] for o in json.loads(out)]
+    assert prices and max(prices) <= 0.2
+    # an explicit --max-price wins over the setting
+    code, out, _ = run(capsys, "offers", "--max-price", "3", "--sort", "reliability", "--json")
+    assert code == 0 and max(o["price_per_hour"] for o in json.loads(out)) > 0.2
