@@ -177,3 +177,67 @@ class CreateRequest:
     ports: list[int] = field(default_factory=list)
     onstart: str | None = None
     bid_price: float | None = None  # None: on-demand
+
+
+class RentalState(enum.StrEnum):
+    """Our record's state (issue: rentals). In-flight states have an owner and a heartbeat."""
+
+    REQUESTED = "requested"  # row written, no provider call yet (write-ahead)
+    CREATING = "creating"  # create call in flight or answered
+    PROVISIONING = "provisioning"  # instance exists, waiting until SSH answers
+    READY = "ready"
+    STOPPED = "stopped"  # stopped on purpose: still bills storage
+    RELEASING = "releasing"  # destroy in flight / being verified
+    RELEASED = "released"  # verified gone
+    FAILED = "failed"  # never became ready, or abandoned; the instance is (being) destroyed
+    LOST = "lost"  # active rental whose instance vanished (ghost)
+    INTERRUPTED = "interrupted"  # outbid interruptible instance
+
+    @property
+    def in_flight(self) -> bool:
+        return self in IN_FLIGHT
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+IN_FLIGHT = frozenset(
+    {RentalState.REQUESTED, RentalState.CREATING, RentalState.PROVISIONING, RentalState.RELEASING}
+)
+TERMINAL = frozenset({RentalState.RELEASED, RentalState.FAILED, RentalState.LOST})
+
+# Allowed transitions; anything else is a bug. FAILED and LOST may still need their instance
+# destroyed (reconcile does it) but never come back to life.
+TRANSITIONS: dict[RentalState, frozenset[RentalState]] = {
+    RentalState.REQUESTED: frozenset({RentalState.CREATING, RentalState.FAILED}),
+    RentalState.CREATING: frozenset(
+        {RentalState.PROVISIONING, RentalState.RELEASING, RentalState.FAILED}
+    ),
+    RentalState.PROVISIONING: frozenset(
+        {
+            RentalState.READY,
+            RentalState.RELEASING,
+            RentalState.FAILED,
+            RentalState.LOST,
+            RentalState.INTERRUPTED,
+        }
+    ),
+    RentalState.READY: frozenset(
+        {RentalState.STOPPED, RentalState.RELEASING, RentalState.LOST, RentalState.INTERRUPTED}
+    ),
+    RentalState.STOPPED: frozenset(
+        {RentalState.PROVISIONING, RentalState.RELEASING, RentalState.LOST}
+    ),
+    RentalState.INTERRUPTED: frozenset(
+        {RentalState.PROVISIONING, RentalState.RELEASING, RentalState.LOST}
+    ),
+    RentalState.RELEASING: frozenset({RentalState.RELEASED, RentalState.FAILED}),
+    RentalState.RELEASED: frozenset(),
+    RentalState.FAILED: frozenset(),
+    RentalState.LOST: frozenset(),
+}
+
+
+def can_transition(old: RentalState, new: RentalState) -> bool:
+    return new in TRANSITIONS[old]
