@@ -21,7 +21,10 @@ ALLOWED = {
     "emulator": set(),
     "providers": CORE,
     "market": CORE | {"gpushop.providers.base"},
-    "shop.py": CORE | {"gpushop.market", "gpushop.providers"},
+    "store": CORE,
+    # fleet rents what the market ranks: it may use the market, never the other way round
+    "fleet": CORE | {"gpushop.providers.base", "gpushop.market", "gpushop.store"},
+    "shop.py": CORE | {"gpushop.market", "gpushop.providers", "gpushop.fleet", "gpushop.store"},
     "cli": None,  # the top: anything
     "demo.py": None,
 }

@@ -1,0 +1,1 @@
+"""Rentals: provision, wait until ready, release, reconcile. Provider-neutral."""
