@@ -10,8 +10,11 @@ from gpushop.gpus import GpuSelector, resolve
 if TYPE_CHECKING:
     import httpx
 
+    from gpushop.fleet.provision import Provisioner
     from gpushop.market.service import Market
     from gpushop.providers.base import Provider
+    from gpushop.ssh.keys import KeyPair
+    from gpushop.store import Store
 
 
 class Shop:
@@ -22,6 +25,7 @@ class Shop:
         self._transport = transport
         self._providers: list[Provider] | None = None
         self._market: Market | None = None
+        self._store: Store | None = None
 
     def providers(self) -> list[Provider]:
         if self._providers is None:
@@ -56,9 +60,41 @@ class Shop:
             self._market = Market(self.providers(), cache, self.preferred())
         return self._market
 
+    def provider_map(self) -> dict[str, Provider]:
+        return {p.name: p for p in self.providers()}
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self.provider_map()[name]
+        except KeyError:
+            from gpushop.errors import UsageError
+
+            raise UsageError(f"unknown provider {name!r}") from None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from gpushop.store import Store
+
+            self._store = Store.open(self.settings.db_url)
+        return self._store
+
+    def keypair(self) -> KeyPair:
+        from gpushop.config import data_dir
+        from gpushop.ssh.keys import load_or_create
+
+        return load_or_create(self.settings.vastai_ssh_key_path, data_dir())
+
+    def provisioner(self) -> Provisioner:
+        from gpushop.fleet.provision import Provisioner
+
+        return Provisioner(self.store, self.provider_map(), self.market, self.keypair())
+
     async def aclose(self) -> None:
         for provider in self._providers or []:
             await provider.aclose()
+        if self._store is not None:
+            self._store.close()
 
     async def __aenter__(self) -> Shop:
         return self

@@ -26,6 +26,7 @@ class R:
     owner_host: str | None = "h"
     owner_pid: int | None = 1
     heartbeat_at: datetime | None = NOW
+    details: dict[str, object] = field(default_factory=dict)
     alive: bool = field(default=False, repr=False)
 
 
@@ -191,3 +192,33 @@ def test_near_equal_offers_are_spread_across_concurrent_ups() -> None:
     order = choice.order_of_attempts(ranked, random.Random(1))
     assert order[-1].offer_id == "4" and len(order) == 4
     assert replace(ranked[0]) == ranked[0]
+
+
+def test_a_detached_no_wait_rental_is_not_abandoned_but_still_expires() -> None:
+    kept = R(
+        "r0000000001",
+        RentalState.PROVISIONING,
+        "1",
+        owner_host=None,
+        owner_pid=None,
+        details={"detached": True},
+    )
+    late = R(
+        "r0000000002",
+        RentalState.PROVISIONING,
+        "2",
+        owner_host=None,
+        owner_pid=None,
+        details={"detached": True},
+        deadline=NOW - timedelta(seconds=1),
+    )
+    gone = R(
+        "r0000000003",
+        RentalState.PROVISIONING,
+        "3",
+        owner_host=None,
+        owner_pid=None,
+        details={"detached": True},
+    )
+    result = run([kept, late, gone], [inst("1", lbl(kept.id)), inst("2", lbl(late.id))])
+    assert result == [(Kind.EXPIRED, "2", late.id), (Kind.GHOST, "3", gone.id)]

@@ -22,9 +22,11 @@ ALLOWED = {
     "providers": CORE,
     "market": CORE | {"gpushop.providers.base"},
     "store": CORE,
+    "ssh": CORE,  # a transport, like providers/
     # fleet rents what the market ranks: it may use the market, never the other way round
-    "fleet": CORE | {"gpushop.providers.base", "gpushop.market", "gpushop.store"},
-    "shop.py": CORE | {"gpushop.market", "gpushop.providers", "gpushop.fleet", "gpushop.store"},
+    "fleet": CORE | {"gpushop.providers.base", "gpushop.market", "gpushop.store", "gpushop.ssh"},
+    "shop.py": CORE
+    | {"gpushop.market", "gpushop.providers", "gpushop.fleet", "gpushop.store", "gpushop.ssh"},
     "cli": None,  # the top: anything
     "demo.py": None,
 }

@@ -33,9 +33,10 @@ def _print_error(message: str, code: int) -> int:
 
 
 def _register() -> None:
-    from gpushop.cli import misc, shopping
+    from gpushop.cli import misc, rentals, shopping
 
     shopping.register(app)
+    rentals.register(app)
     misc.register(app)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gpushop.cli.common import print_json, run_async, settings, warn
 from gpushop.errors import UsageError
 from gpushop.models import SortKey
+
+if TYPE_CHECKING:
+    from gpushop.models import OfferQuery
 
 GpuOpt = Annotated[
     list[str] | None,
@@ -25,39 +28,44 @@ def _check(cond: bool, message: str) -> None:
         raise UsageError(message)
 
 
-def offers(
-    gpu: GpuOpt = None,
-    min_vram: Annotated[
-        float | None, typer.Option("--min-vram", help="GB of VRAM per GPU.")
-    ] = None,
-    num_gpus: Annotated[int | None, typer.Option("--num-gpus", help="Exact GPU count.")] = None,
-    max_price: Annotated[
-        float | None,
-        typer.Option(
-            "--max-price", help="USD/h cap for the whole offer [VASTAI_MAX_BID_PER_HOUR]."
-        ),
-    ] = None,
-    min_reliability: Annotated[
-        float, typer.Option("--min-reliability", help="0..1 host reliability floor.")
-    ] = 0.98,
-    disk: Annotated[float, typer.Option("--disk", help="GB of disk, priced in.")] = 32.0,
-    min_cuda: Annotated[
-        float | None, typer.Option("--min-cuda", help="Highest CUDA the driver must support.")
-    ] = None,
-    country: Annotated[
-        list[str] | None, typer.Option("--country", help="ISO country code(s), e.g. US,DE.")
-    ] = None,
-    interruptible: Annotated[
-        bool, typer.Option("--interruptible", help="Price at the minimum bid (can be outbid).")
-    ] = False,
-    unverified: Annotated[
-        bool, typer.Option("--include-unverified", help="Also show unverified hosts.")
-    ] = False,
-    sort: Annotated[SortKey, typer.Option("--sort", help="Ranking.")] = SortKey.VALUE,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="How many offers to show.")] = 10,
-    as_json: JsonOpt = False,
-) -> None:
-    """Find the best offers: cheapest at market price on a reliable host, by default."""
+MinVramOpt = Annotated[float | None, typer.Option("--min-vram", help="GB of VRAM per GPU.")]
+NumGpusOpt = Annotated[int | None, typer.Option("--num-gpus", help="Exact GPU count.")]
+MaxPriceOpt = Annotated[
+    float | None,
+    typer.Option("--max-price", help="USD/h cap for the whole offer [VASTAI_MAX_BID_PER_HOUR]."),
+]
+MinRelOpt = Annotated[float, typer.Option("--min-reliability", help="0..1 host reliability floor.")]
+DiskOpt = Annotated[float, typer.Option("--disk", help="GB of disk, priced in.")]
+MinCudaOpt = Annotated[
+    float | None, typer.Option("--min-cuda", help="Highest CUDA the driver must support.")
+]
+CountryOpt = Annotated[
+    list[str] | None, typer.Option("--country", help="ISO country code(s), e.g. US,DE.")
+]
+InterruptibleOpt = Annotated[
+    bool, typer.Option("--interruptible", help="Price at the minimum bid (can be outbid).")
+]
+UnverifiedOpt = Annotated[
+    bool, typer.Option("--include-unverified", help="Also show unverified hosts.")
+]
+SortOpt = Annotated[SortKey, typer.Option("--sort", help="Ranking.")]
+
+
+def build_query(
+    *,
+    gpu: list[str] | None,
+    min_vram: float | None,
+    num_gpus: int | None,
+    max_price: float | None,
+    min_reliability: float,
+    disk: float,
+    min_cuda: float | None,
+    country: list[str] | None,
+    interruptible: bool,
+    unverified: bool,
+    settings_max_price: float | None,
+) -> OfferQuery:
+    """The OfferQuery the offer flags describe; bad values are one-line usage errors."""
     from gpushop.gpus import parse_gpu_list
     from gpushop.models import OfferQuery
 
@@ -67,24 +75,53 @@ def offers(
     _check(0 <= min_reliability <= 1, "--min-reliability must be between 0 and 1")
     _check(disk > 0, "--disk must be a positive number of GB")
     _check(min_cuda is None or min_cuda > 0, "--min-cuda must be positive, e.g. 12.4")
-    _check(1 <= limit <= 1000, "--limit must be between 1 and 1000")
     countries = [c.strip().upper() for v in country or [] for c in v.split(",") if c.strip()]
     for code in countries:
         _check(bool(re.fullmatch(r"[A-Z]{2}", code)), f"--country {code!r}: use ISO codes like US")
-    cfg = settings()
-    if max_price is None:
-        max_price = cfg.vastai_max_bid_per_hour
-    query = OfferQuery(
+    return OfferQuery(
         gpus=parse_gpu_list(gpu),
         min_vram_gb=min_vram,
         num_gpus=num_gpus,
-        max_price=max_price,
+        max_price=max_price if max_price is not None else settings_max_price,
         min_reliability=min_reliability,
         disk_gb=disk,
         min_cuda=min_cuda,
         countries=countries,
         interruptible=interruptible,
         verified=not unverified,
+    )
+
+
+def offers(
+    gpu: GpuOpt = None,
+    min_vram: MinVramOpt = None,
+    num_gpus: NumGpusOpt = None,
+    max_price: MaxPriceOpt = None,
+    min_reliability: MinRelOpt = 0.98,
+    disk: DiskOpt = 32.0,
+    min_cuda: MinCudaOpt = None,
+    country: CountryOpt = None,
+    interruptible: InterruptibleOpt = False,
+    unverified: UnverifiedOpt = False,
+    sort: SortOpt = SortKey.VALUE,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many offers to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the best offers: cheapest at market price on a reliable host, by default."""
+    _check(1 <= limit <= 1000, "--limit must be between 1 and 1000")
+    cfg = settings()
+    query = build_query(
+        gpu=gpu,
+        min_vram=min_vram,
+        num_gpus=num_gpus,
+        max_price=max_price,
+        min_reliability=min_reliability,
+        disk=disk,
+        min_cuda=min_cuda,
+        country=country,
+        interruptible=interruptible,
+        unverified=unverified,
+        settings_max_price=cfg.vastai_max_bid_per_hour,
     )
 
     async def go() -> object:

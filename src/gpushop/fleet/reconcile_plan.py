@@ -12,6 +12,7 @@ Rules (issue: rentals, section 5):
 - An interruptible instance whose states all say stopped was **outbid**: interrupted, then
   released unless the user asked to keep it.
 - Instances without our deployment's label are never touched.
+- A provisioning rental handed over by ``up --no-wait`` (detached) is treated as active.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from gpushop.fleet import labels
 from gpushop.models import Instance, InstanceStatus, RentalState
@@ -50,6 +51,13 @@ class RentalView(Protocol):
     def owner_pid(self) -> int | None: ...
     @property
     def heartbeat_at(self) -> datetime | None: ...
+    @property
+    def details(self) -> dict[str, Any]: ...
+
+
+def detached(rental: RentalView) -> bool:
+    """``up --no-wait`` hands its provisioning rental over: no owner, yet not abandoned."""
+    return rental.state is RentalState.PROVISIONING and bool(rental.details.get("detached"))
 
 
 class Kind(enum.StrEnum):
@@ -106,7 +114,7 @@ def plan(
             actions.append(
                 Action(Kind.DESTROY_ORPHAN, f"rental already {rental.state}", iid, rental_id)
             )
-        elif rental.state.in_flight:
+        elif rental.state.in_flight and not detached(rental):
             if owner_alive(rental):
                 continue
             kind = Kind.FINISH_RELEASE if rental.state is RentalState.RELEASING else Kind.ABANDONED
@@ -124,7 +132,7 @@ def plan(
     for rental in by_id.values():
         if rental.id in seen_rentals or rental.state.terminal:
             continue
-        if rental.state in ACTIVE:
+        if rental.state in ACTIVE or detached(rental):
             if now - rental.updated_at >= ghost_grace:
                 actions.append(
                     Action(Kind.GHOST, "instance not listed", rental.instance_id, rental.id)

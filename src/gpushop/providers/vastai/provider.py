@@ -221,6 +221,14 @@ class VastAIProvider:
         key = (data or {}).get("key")
         return key if isinstance(key, dict) else {}
 
+    async def ensure_ssh_key(self, public_key: str) -> None:
+        """Account keys are installed on every new instance (and, per the docs, current ones)."""
+        wanted = " ".join(public_key.split()[:2])
+        for key in await self.list_ssh_keys():
+            if " ".join(str(key.get("public_key") or "").split()[:2]) == wanted:
+                return
+        await self.add_ssh_key(public_key)
+
     async def attach_ssh_key(self, instance_id: str, public_key: str) -> dict[str, Any]:
         self._require_key()
         data = await self.http.request(

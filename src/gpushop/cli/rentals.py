@@ -1,0 +1,442 @@
+"""``gpushop up / ps / down / ssh / stop / start / reconcile / costs``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from gpushop.cli.common import print_json, run_async, settings, warn
+from gpushop.cli.shopping import (
+    CountryOpt,
+    DiskOpt,
+    GpuOpt,
+    InterruptibleOpt,
+    JsonOpt,
+    MaxPriceOpt,
+    MinCudaOpt,
+    MinRelOpt,
+    MinVramOpt,
+    NumGpusOpt,
+    SortOpt,
+    UnverifiedOpt,
+    build_query,
+)
+from gpushop.errors import GpushopError, UsageError
+from gpushop.models import SortKey
+
+if TYPE_CHECKING:
+    from gpushop.shop import Shop
+    from gpushop.store import Rental
+
+
+def _progress() -> Any:
+    def show(message: str) -> None:
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _env_pairs(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--env {item!r}: use KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def up(
+    gpu: GpuOpt = None,
+    min_vram: MinVramOpt = None,
+    num_gpus: NumGpusOpt = None,
+    max_price: MaxPriceOpt = None,
+    min_reliability: MinRelOpt = 0.98,
+    disk: DiskOpt = 32.0,
+    min_cuda: MinCudaOpt = None,
+    country: CountryOpt = None,
+    interruptible: InterruptibleOpt = False,
+    unverified: UnverifiedOpt = False,
+    sort: SortOpt = SortKey.VALUE,
+    offer: Annotated[str | None, typer.Option("--offer", help="Rent exactly vastai:ID.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Docker image.")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="Template hash.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE, repeatable.")] = None,
+    port: Annotated[list[int] | None, typer.Option("--port", help="Port to open.")] = None,
+    onstart: Annotated[str | None, typer.Option("--onstart", help="Shell run at start.")] = None,
+    max_duration: Annotated[
+        str, typer.Option("--max-duration", help="Released after this (e.g. 2h, 90m).")
+    ] = "4h",
+    bid: Annotated[float | None, typer.Option("--bid", help="Interruptible bid USD/h.")] = None,
+    keep_interrupted: Annotated[
+        bool, typer.Option("--keep-interrupted", help="Do not release when outbid.")
+    ] = False,
+    attempts: Annotated[int, typer.Option("--attempts", help="Offers to try at most.")] = 3,
+    ready_timeout: Annotated[
+        str, typer.Option("--ready-timeout", help="Loading timeout per offer.")
+    ] = "15m",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until SSH answers.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rent the best offer and wait until its SSH answers."""
+    from gpushop.fleet.provision import UpOptions, summary
+    from gpushop.units import parse_duration
+
+    if image and template:
+        raise UsageError("give --image or --template, not both")
+    if bid is not None and (bid <= 0 or not interruptible):
+        raise UsageError("--bid needs --interruptible and a positive USD/h figure")
+    if not 1 <= attempts <= 20:
+        raise UsageError("--attempts must be between 1 and 20")
+    cfg = settings()
+    query = build_query(
+        gpu=gpu,
+        min_vram=min_vram,
+        num_gpus=num_gpus,
+        max_price=max_price,
+        min_reliability=min_reliability,
+        disk=disk,
+        min_cuda=min_cuda,
+        country=country,
+        interruptible=interruptible,
+        unverified=unverified,
+        settings_max_price=cfg.vastai_max_bid_per_hour,
+    )
+    opts = UpOptions(
+        query=query,
+        sort=sort,
+        offer_id=offer,
+        image=image or (None if template else UpOptions.image),
+        template_hash=template,
+        env=_env_pairs(env),
+        ports=list(port or []),
+        onstart=onstart,
+        max_duration_s=parse_duration(max_duration),
+        max_attempts=attempts,
+        ready_timeout_s=parse_duration(ready_timeout),
+        wait=wait,
+        bid_price=bid,
+        keep_interrupted=keep_interrupted,
+        budget_usd=cfg.gpushop_budget_usd,
+        price_cap=max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
+    )
+    progress = _progress()
+
+    async def go() -> Rental:
+        from gpushop.fleet.reconcile import reconcile
+        from gpushop.shop import Shop
+
+        async with Shop(cfg) as shop:
+            report = await reconcile(shop.store, shop.provider_map())
+            for entry in report.actions:
+                progress(f"reconcile: {entry['kind']} {entry['rental_id'] or entry['instance_id']}")
+            return await shop.provisioner().up(opts, progress)
+
+    started = time.monotonic()
+    rental = run_async(go())
+    if as_json:
+        print_json(summary(rental))
+        return
+    print(
+        f"{rental.id} ready in {time.monotonic() - started:.0f}s: {rental.num_gpus}x "
+        f"{rental.gpu_name} at ${rental.price_per_hour or 0:.3f}/h on {rental.provider} "
+        f"instance {rental.instance_id}; released by {rental.deadline:%Y-%m-%d %H:%M} UTC"
+    )
+    if rental.ssh_host:
+        print(
+            f"  ssh -p {rental.ssh_port} {rental.ssh_user or 'root'}@{rental.ssh_host}"
+            f"   (or: gpushop ssh {rental.id})"
+        )
+    print(f"  release: gpushop down {rental.id}")
+
+
+def ps(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Also ended rentals.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your rentals, with their cost so far."""
+    from gpushop.store import Store
+    from gpushop.store.costs import accrued_cost
+
+    cfg = settings()
+    store = Store.open(cfg.db_url)
+    try:
+        rentals = [r for r in store.list() if all_ or not r.state.terminal]
+    finally:
+        store.close()
+    now = datetime.now(UTC)
+    rows = []
+    for r in rentals:
+        rows.append(
+            {
+                "rental_id": r.id,
+                "provider": r.provider,
+                "instance_id": r.instance_id,
+                "state": str(r.state),
+                "gpu_name": r.gpu_name,
+                "num_gpus": r.num_gpus,
+                "price_per_hour": r.price_per_hour,
+                "cost_usd": round(accrued_cost(r, r.created_at, now, now), 4),
+                "created_at": r.created_at.isoformat(),
+                "deadline": r.deadline.isoformat(),
+                "ssh_host": r.ssh_host,
+                "ssh_port": r.ssh_port,
+                "label": r.label,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    from gpushop.cli.render import console
+
+    table = Table(header_style="bold")
+    for col in ("rental", "state", "provider:instance", "GPU", "$/h", "cost $", "age", "left"):
+        table.add_column(col, no_wrap=True)
+    for r, row in zip(rentals, rows, strict=True):
+        age = (now - r.created_at).total_seconds()
+        left = (r.deadline - now).total_seconds()
+        table.add_row(
+            r.id,
+            str(r.state),
+            f"{r.provider}:{r.instance_id or '-'}",
+            f"{r.num_gpus or '?'}x {r.gpu_name or '?'}",
+            f"{r.price_per_hour or 0:.3f}",
+            f"{row['cost_usd']:.3f}",
+            _dur(age),
+            "-" if r.state.terminal else _dur(max(left, 0)),
+        )
+    console().print(table)
+    if any(r.state.value == "stopped" for r in rentals):
+        warn("stopped rentals still bill storage: release them with `gpushop down`")
+
+
+def _dur(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def down(
+    rental_ids: Annotated[list[str] | None, typer.Argument(help="Rental ids.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every active rental.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Release rentals for good: destroy, then verify they are gone."""
+    if not rental_ids and not all_:
+        raise UsageError("name the rentals to release, or --all")
+    cfg = settings()
+
+    async def go() -> list[dict[str, Any]]:
+        from gpushop.fleet.owners import Owner
+        from gpushop.fleet.release import ReleaseFailed, release_rental
+        from gpushop.shop import Shop
+
+        out = []
+        async with Shop(cfg) as shop:
+            store = shop.store
+            targets = [r for r in store.list() if not r.state.terminal] if all_ else []
+            for rid in rental_ids or []:
+                rental = store.get(rid)
+                if rental is None:
+                    raise UsageError(f"no rental {rid!r} (see `gpushop ps --all`)")
+                targets.append(rental)
+            me = Owner.me()
+            for rental in targets:
+                if rental.state.terminal:
+                    out.append({"rental_id": rental.id, "state": str(rental.state)})
+                    continue
+                rental = store.claim(rental.id, me.host, me.pid)
+                try:
+                    done = await release_rental(
+                        store, shop.provider(rental.provider), rental, "released by the user"
+                    )
+                    out.append({"rental_id": done.id, "state": str(done.state)})
+                except ReleaseFailed as exc:
+                    out.append({"rental_id": rental.id, "state": "releasing", "error": str(exc)})
+        return out
+
+    results = run_async(go())
+    if as_json:
+        print_json(results)
+    else:
+        for item in results:
+            print(f"{item['rental_id']}: {item.get('error') or item['state']}")
+    if any("error" in item for item in results):
+        raise typer.Exit(1)
+
+
+def reconcile_cmd(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say, do nothing.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Run as a loop.")] = False,
+    interval: Annotated[str, typer.Option("--interval", help="Loop period.")] = "60s",
+    as_json: JsonOpt = False,
+) -> None:
+    """Destroy orphans, mark ghosts, release expired rentals. Safe at any time."""
+    from gpushop.units import parse_duration
+
+    period = parse_duration(interval)
+    cfg = settings()
+
+    async def once(shop: Shop) -> dict[str, Any]:
+        from gpushop.fleet.reconcile import reconcile
+
+        report = await reconcile(shop.store, shop.provider_map(), dry_run=dry_run)
+        return report.as_json()
+
+    async def go() -> int:
+        import asyncio
+
+        from gpushop.shop import Shop
+
+        async with Shop(cfg) as shop:
+            while True:
+                report = await once(shop)
+                _show_report(report, as_json)
+                if not watch:
+                    return 1 if report["errors"] else 0
+                await asyncio.sleep(period)
+
+    code = run_async(go())
+    if code:
+        raise typer.Exit(code)
+
+
+def _show_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(report)
+        return
+    if report["skipped"]:
+        print(f"reconcile skipped: {report['skipped']}")
+        return
+    verb = "would" if report["dry_run"] else "did"
+    print(
+        f"reconcile: {report['listed']} labelled instance(s) listed, "
+        f"{len(report['actions'])} action(s)"
+    )
+    for a in report["actions"]:
+        target = a["rental_id"] or "-"
+        print(
+            f"  {verb} {a['kind']}: rental {target}, instance {a['instance_id'] or '-'}"
+            f" ({a['reason']}){' ERROR: ' + a['error'] if a.get('error') else ''}"
+        )
+
+
+def _set_state(rental_id: str, state: str) -> None:
+    cfg = settings()
+
+    async def go() -> bool:
+        from gpushop.models import RentalState
+        from gpushop.shop import Shop
+
+        async with Shop(cfg) as shop:
+            rental = shop.store.get(rental_id)
+            if rental is None or rental.instance_id is None:
+                raise UsageError(f"no rental {rental_id!r} with an instance")
+            ok = await shop.provider(rental.provider).set_state(rental.instance_id, state)
+            target = RentalState.STOPPED if state == "stopped" else RentalState.PROVISIONING
+            if rental.state is not target:
+                shop.store.transition(rental.id, target, f"user {state}")
+            return ok
+
+    queued = not run_async(go())
+    if state == "stopped":
+        warn("a stopped instance still bills storage; `gpushop down` releases it for good")
+    elif queued:
+        warn("the host's GPUs are busy: the start is queued by the provider")
+
+
+def stop(rental_id: Annotated[str, typer.Argument(help="Rental id.")]) -> None:
+    """Stop a rental's instance (GPU billing stops; storage still bills)."""
+    _set_state(rental_id, "stopped")
+
+
+def start(rental_id: Annotated[str, typer.Argument(help="Rental id.")]) -> None:
+    """Start a stopped rental again (the GPUs may be taken meanwhile)."""
+    _set_state(rental_id, "running")
+
+
+def ssh_cmd(
+    rental_id: Annotated[str, typer.Argument(help="Rental id.")],
+    command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
+) -> None:
+    """SSH to a rental (interactive with OpenSSH, or run one command)."""
+    import shutil
+    import tempfile
+
+    from gpushop.store import Store
+
+    cfg = settings()
+    store = Store.open(cfg.db_url)
+    try:
+        rental = store.get(rental_id)
+    finally:
+        store.close()
+    if rental is None or not rental.ssh_host or not rental.ssh_port:
+        raise UsageError(f"rental {rental_id!r} has no SSH address (is it ready?)")
+    from gpushop.shop import Shop
+
+    key = Shop(cfg).keypair()
+    if command:
+        from gpushop.ssh import client as ssh
+
+        async def go() -> tuple[int, str, str]:
+            target = ssh.Target(
+                rental.ssh_host or "", rental.ssh_port or 22, rental.ssh_user or "root"
+            )
+            conn = await ssh.connect(
+                target,
+                key.load_private(),
+                known_host_key=rental.host_key,
+                record_host_key=lambda _: None,
+            )
+            async with conn:
+                result = await ssh.run(conn, " ".join(command), timeout=24 * 3600)
+            return result
+
+        code, out, err = run_async(go())
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        raise typer.Exit(code)
+    binary = shutil.which("ssh")
+    if binary is None:
+        raise GpushopError(
+            "interactive SSH needs the OpenSSH client (apt-get install openssh-client)"
+        )
+    with tempfile.NamedTemporaryFile("w", delete=False, prefix="gpushop-known-") as known:
+        if rental.host_key:
+            port = rental.ssh_port
+            host = rental.ssh_host if port == 22 else f"[{rental.ssh_host}]:{port}"
+            known.write(f"{host} {rental.host_key}\n")
+    os.execv(
+        binary,
+        [
+            binary,
+            "-i",
+            str(key.private_path),
+            "-p",
+            str(rental.ssh_port),
+            "-o",
+            f"UserKnownHostsFile={known.name}",
+            "-o",
+            "StrictHostKeyChecking=" + ("yes" if rental.host_key else "accept-new"),
+            f"{rental.ssh_user or 'root'}@{rental.ssh_host}",
+        ],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(ps)
+    app.command()(down)
+    app.command("ssh")(ssh_cmd)
+    app.command()(stop)
+    app.command()(start)
+    app.command("reconcile")(reconcile_cmd)

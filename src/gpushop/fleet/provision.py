@@ -1,0 +1,306 @@
+"""``gpushop up``: rent the best offer and hand back a machine whose SSH answers.
+
+Money first: the rental row exists before the create call (write-ahead), the instance carries our
+label, and every failure path releases what was created or leaves it labelled for reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gpushop.errors import (
+    GpushopError,
+    NoMatchError,
+    OfferUnavailable,
+    ProviderError,
+    ProviderUnavailable,
+)
+from gpushop.fleet import choice, money, verify
+from gpushop.fleet.owners import Owner
+from gpushop.fleet.release import release_rental
+from gpushop.fleet.wait import NotReady, wait_ready
+from gpushop.market.service import Market
+from gpushop.models import CreateRequest, Instance, Offer, OfferQuery, RentalState, SortKey
+from gpushop.providers.base import Provider
+from gpushop.ssh import client as ssh
+from gpushop.ssh.keys import KeyPair
+from gpushop.store import Rental, Store
+
+log = logging.getLogger("gpushop.fleet")
+HOST_BLOCK_SECONDS = 7 * 24 * 3600
+HEARTBEAT_S = 5.0
+
+
+class ProvisioningFailed(GpushopError):
+    exit_code = 1
+
+
+@dataclass
+class UpOptions:
+    query: OfferQuery
+    sort: SortKey = SortKey.VALUE
+    offer_id: str | None = None  # "vastai:123": exactly this offer
+    image: str | None = "vastai/base-image:@vastai-automatic-tag"
+    template_hash: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    ports: list[int] = field(default_factory=list)
+    onstart: str | None = None
+    max_duration_s: float = 4 * 3600.0
+    max_attempts: int = 3
+    ready_timeout_s: float = 15 * 60.0
+    wait: bool = True
+    bid_price: float | None = None
+    keep_interrupted: bool = False
+    budget_usd: float | None = None
+    price_cap: float | None = None
+    verify_host: bool = True
+
+
+Progress = Callable[[str], None]
+
+
+class Provisioner:
+    def __init__(
+        self,
+        store: Store,
+        providers: dict[str, Provider],
+        market: Market,
+        keypair: KeyPair,
+        *,
+        owner: Owner | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.market = market
+        self.keypair = keypair
+        self.owner = owner or Owner.me()
+        self.rng = rng or random.Random()
+
+    async def candidates(self, opts: UpOptions) -> list[Offer]:
+        if opts.offer_id:
+            prefix, _, oid = opts.offer_id.partition(":")
+            found = await self.market.search(opts.query, SortKey.PRICE, 200)
+            exact = [o for o in found.offers if o.provider == prefix and o.offer_id == oid]
+            if not exact:
+                raise NoMatchError(f"offer {opts.offer_id} is not available or does not fit")
+            return exact
+        blocked = {
+            m for name in self.providers for m in self.store.blocked_hosts(name, datetime.now(UTC))
+        }
+        query = opts.query
+        query.exclude_machines = frozenset(blocked)
+        result = await self.market.search(query, opts.sort, 20)
+        return choice.order_of_attempts(result.offers, self.rng)
+
+    async def up(self, opts: UpOptions, progress: Progress = lambda _: None) -> Rental:
+        offers = await self.candidates(opts)
+        hours = opts.max_duration_s / 3600.0
+        errors: list[str] = []
+        for offer in offers[: max(1, opts.max_attempts)]:
+            money.check_price_cap(offer.price_per_hour, opts.price_cap)
+            now = datetime.now(UTC)
+            start, end = money.month_window(now)
+            money.check_budget(
+                budget=opts.budget_usd,
+                spent=self.store.spent_between(start, end, now),
+                committed=self.store.committed(now),
+                price_per_hour=offer.price_per_hour,
+                hours=hours,
+            )
+            progress(
+                f"renting {offer.id}: {offer.num_gpus}x {offer.gpu_variant} "
+                f"at ${offer.price_per_hour:.3f}/h ({offer.location})"
+            )
+            try:
+                return await self._attempt(offer, opts, progress)
+            except (NotReady, OfferUnavailable, HostLied, ProviderUnavailable) as exc:
+                errors.append(f"{offer.id}: {exc}")
+                progress(f"{offer.id} failed: {exc}; trying the next offer")
+        raise ProvisioningFailed("no offer became ready: " + "; ".join(errors))
+
+    async def _attempt(self, offer: Offer, opts: UpOptions, progress: Progress) -> Rental:
+        provider = self.providers[offer.provider]
+        await provider.ensure_ssh_key(self.keypair.public_key)
+        rental = self.store.new_rental(
+            provider=offer.provider,
+            max_duration_s=opts.max_duration_s,
+            owner_host=self.owner.host,
+            owner_pid=self.owner.pid,
+            offer_id=offer.offer_id,
+            gpu_name=offer.gpu_name,
+            num_gpus=offer.num_gpus,
+            price_per_hour=offer.price_per_hour,
+            disk_gb=opts.query.disk_gb,
+            image=opts.image,
+            template_hash=opts.template_hash,
+            interruptible=opts.query.interruptible,
+            bid_price=opts.bid_price,
+            keep_interrupted=opts.keep_interrupted,
+            machine_id=offer.machine_id,
+            details={"storage_per_hour": offer.storage_price_per_hour, "offer": offer.id},
+        )
+        beat = asyncio.create_task(self._heartbeat(rental.id))
+        try:
+            return await self._create_and_wait(rental, offer, provider, opts, progress)
+        except BaseException as exc:
+            # Whatever happened (an error, a timeout, Ctrl-C), nothing may keep billing.
+            await asyncio.shield(self._cleanup(rental.id, provider, exc))
+            raise
+        finally:
+            beat.cancel()
+
+    async def _create_and_wait(
+        self, rental: Rental, offer: Offer, provider: Provider, opts: UpOptions, progress: Progress
+    ) -> Rental:
+        rental = self.store.transition(rental.id, RentalState.CREATING, "create sent")
+        request = CreateRequest(
+            offer_id=offer.offer_id,
+            label=rental.label,
+            disk_gb=opts.query.disk_gb,
+            image=opts.image,
+            template_hash=opts.template_hash,
+            env=opts.env,
+            ports=opts.ports,
+            onstart=opts.onstart,
+            bid_price=opts.bid_price if opts.query.interruptible else None,
+        )
+        created_at = time.monotonic()
+        try:
+            result = await provider.create_instance(request)
+            instance_id, started = result.instance_id, result.started
+        except ProviderUnavailable:
+            # Unclear: the create may have acted. Look for our label before anything else.
+            found = await provider.list_instances(label_prefix=rental.label)
+            if not found:
+                raise
+            instance_id, started = found[0].instance_id, True
+            self.store.note(rental.id, "create answer lost; found the instance by its label")
+        rental = self.store.update(rental.id, instance_id=instance_id)
+        if not started:
+            raise NotReady(f"{offer.id} was created stopped (bid too low or host busy)")
+        rental = self.store.transition(
+            rental.id, RentalState.PROVISIONING, "created", instance_id=instance_id
+        )
+        self.store.record_timing(rental.id, "created", time.monotonic() - created_at)
+        if not opts.wait:
+            # Handed over: nobody owns it now, and reconcile must not take it for abandoned.
+            return self.store.update(
+                rental.id,
+                owner_host=None,
+                owner_pid=None,
+                details={**rental.details, "detached": True},
+            )
+
+        def show(inst: Instance) -> None:
+            progress(f"{inst.raw_status or 'provisioning'}: {inst.status_msg or ''}".strip())
+
+        ready = await wait_ready(
+            provider, instance_id, timeout_s=opts.ready_timeout_s, on_status=show
+        )
+        self.store.record_timing(rental.id, "ssh_ready", time.monotonic() - created_at)
+        rental = self.store.update(
+            rental.id, ssh_host=ready.host, ssh_port=ready.port, ssh_user="root"
+        )
+        if opts.verify_host:
+            await self._verify(rental, offer, opts)
+        return self.store.transition(rental.id, RentalState.READY, "SSH answers")
+
+    async def _verify(self, rental: Rental, offer: Offer, opts: UpOptions) -> None:
+        assert rental.ssh_host and rental.ssh_port
+        target = ssh.Target(rental.ssh_host, rental.ssh_port, rental.ssh_user or "root")
+
+        def record(key: str) -> None:
+            self.store.update(rental.id, host_key=key)
+
+        # keys may take a few seconds to reach a fresh instance
+        conn = None
+        for delay in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0):
+            await asyncio.sleep(delay)
+            try:
+                conn = await ssh.connect(
+                    target,
+                    self.keypair.load_private(),
+                    known_host_key=rental.host_key,
+                    record_host_key=record,
+                )
+                break
+            except ssh.HostKeyChanged:
+                raise
+            except ssh.SshError as exc:
+                last = exc
+        if conn is None:
+            raise NotReady(f"SSH never accepted our key: {last}")
+        async with conn:
+            _, out, _ = await ssh.run(conn, verify.PROBE_COMMAND)
+        facts = verify.parse_probe(out)
+        found = verify.problems(
+            facts, offer, min_cuda=opts.query.min_cuda, disk_gb=opts.query.disk_gb
+        )
+        if found:
+            until = datetime.fromtimestamp(time.time() + HOST_BLOCK_SECONDS, UTC)
+            if offer.machine_id:
+                self.store.block_host(offer.provider, offer.machine_id, "; ".join(found), until)
+            raise HostLied(f"host {offer.machine_id} lied: " + "; ".join(found))
+        self.store.note(
+            rental.id,
+            "host checked",
+            kind="host",
+            gpus=facts.gpu_names,
+            cuda=facts.cuda,
+            driver=facts.driver,
+        )
+
+    async def _cleanup(self, rental_id: str, provider: Provider, exc: BaseException) -> None:
+        rental = self.store.get(rental_id)
+        if rental is None or rental.state.terminal:
+            return
+        reason = (
+            "interrupted"
+            if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+            else str(exc)
+        )
+        try:
+            await release_rental(
+                self.store,
+                provider,
+                rental,
+                f"failed before ready: {reason}",
+                final=RentalState.FAILED,
+            )
+        except (ProviderError, OSError) as err:
+            # Left labelled and in the store: reconcile will finish the job.
+            log.error("could not release %s (%s); `gpushop reconcile` will", rental_id, err)
+
+    async def _heartbeat(self, rental_id: str) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            self.store.heartbeat([rental_id], self.owner.host, self.owner.pid)
+
+
+class HostLied(GpushopError):
+    pass
+
+
+def summary(rental: Rental) -> dict[str, Any]:
+    return {
+        "rental_id": rental.id,
+        "provider": rental.provider,
+        "instance_id": rental.instance_id,
+        "state": str(rental.state),
+        "gpu_name": rental.gpu_name,
+        "num_gpus": rental.num_gpus,
+        "price_per_hour": rental.price_per_hour,
+        "ssh_host": rental.ssh_host,
+        "ssh_port": rental.ssh_port,
+        "ssh_user": rental.ssh_user,
+        "label": rental.label,
+        "deadline": rental.deadline.isoformat(),
+    }

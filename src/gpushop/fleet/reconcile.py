@@ -1,0 +1,127 @@
+"""``gpushop reconcile``: make the provider agree with the store. Idempotent and safe at any time;
+two reconcilers never fight (a lock in the store). The decisions are in ``reconcile_plan``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gpushop.errors import ProviderError
+from gpushop.fleet import labels
+from gpushop.fleet.owners import Owner, owner_alive
+from gpushop.fleet.reconcile_plan import Action, Kind, RentalView, plan
+from gpushop.fleet.release import ReleaseFailed, destroy_verified, release_rental
+from gpushop.models import RentalState
+from gpushop.providers.base import Provider
+from gpushop.store import LockBusy, Store
+
+log = logging.getLogger("gpushop.reconcile")
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool
+    listed: int = 0
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why nothing was done (another reconcile holds the lock)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "listed": self.listed,
+            "actions": self.actions,
+            "errors": self.errors,
+            "skipped": self.skipped,
+        }
+
+
+async def reconcile(
+    store: Store,
+    providers: Mapping[str, Provider],
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    owner: Owner | None = None,
+) -> ReconcileReport:
+    report = ReconcileReport(dry_run=dry_run)
+    try:
+        with store.reconcile_lock(wait=False):
+            for name, provider in providers.items():
+                if not provider.has_credentials:
+                    continue
+                await _one(store, name, provider, report, now or datetime.now(UTC), owner)
+    except LockBusy:
+        report.skipped = "another reconcile is running"
+    return report
+
+
+async def _one(
+    store: Store,
+    name: str,
+    provider: Provider,
+    report: ReconcileReport,
+    now: datetime,
+    owner: Owner | None,
+) -> None:
+    instances = await provider.list_instances(
+        label_prefix=labels.deployment_prefix(store.deployment_id)
+    )
+    report.listed += len(instances)
+    rentals = store.list(provider=name)
+    me = owner or Owner.me()
+
+    def alive(r: RentalView) -> bool:
+        if r.owner_host == me.host and r.owner_pid == me.pid:
+            return True  # our own process (e.g. `up` reconciling first) is alive by definition
+        return owner_alive(r.owner_host, r.owner_pid, r.heartbeat_at, now)
+
+    for action in plan(
+        deployment_id=store.deployment_id,
+        rentals=rentals,
+        instances=instances,
+        now=now,
+        owner_alive=alive,
+    ):
+        entry = {
+            "kind": str(action.kind),
+            "provider": name,
+            "instance_id": action.instance_id,
+            "rental_id": action.rental_id,
+            "reason": action.reason,
+        }
+        report.actions.append(entry)
+        if report.dry_run:
+            continue
+        try:
+            await _apply(store, provider, action)
+        except (ProviderError, ReleaseFailed, ValueError) as exc:
+            entry["error"] = str(exc)
+            report.errors.append(f"{action.kind} {action.rental_id or action.instance_id}: {exc}")
+
+
+async def _apply(store: Store, provider: Provider, action: Action) -> None:
+    rental = store.get(action.rental_id) if action.rental_id else None
+    if action.kind is Kind.DESTROY_ORPHAN or rental is None:
+        if action.instance_id:
+            await destroy_verified(provider, action.instance_id)
+        if rental is not None:
+            store.note(rental.id, f"orphan instance {action.instance_id} destroyed by reconcile")
+        return
+    if action.kind is Kind.ABANDONED:
+        await release_rental(
+            store, provider, rental, f"reconcile: {action.reason}", final=RentalState.FAILED
+        )
+    elif action.kind is Kind.FINISH_RELEASE or action.kind is Kind.EXPIRED:
+        await release_rental(store, provider, rental, f"reconcile: {action.reason}")
+    elif action.kind is Kind.OUTBID:
+        rental = store.transition(rental.id, RentalState.INTERRUPTED, "outbid")
+        if action.release:
+            await release_rental(store, provider, rental, "interrupted: released")
+    elif action.kind is Kind.GHOST:
+        if action.instance_id and await provider.get_instance(action.instance_id) is not None:
+            return  # listed late, but there: not a ghost
+        store.transition(rental.id, RentalState.LOST, "instance gone from the provider")

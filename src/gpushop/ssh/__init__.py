@@ -1,0 +1,1 @@
+"""SSH to rented instances (asyncssh): keys, readiness probes, commands."""
