@@ -88,7 +88,14 @@ class Shop:
     def provisioner(self) -> Provisioner:
         from gpushop.fleet.provision import Provisioner
 
-        return Provisioner(self.store, self.provider_map(), self.market, self.keypair())
+        import os
+        import random
+
+        # GPUSHOP_SEED makes the pick among near-equal offers reproducible (tests, debugging);
+        # unset, concurrent `up`s spread over them at random.
+        seed = os.environ.get("GPUSHOP_SEED")
+        rng = random.Random(int(seed)) if seed and seed.isdigit() else None
+        return Provisioner(self.store, self.provider_map(), self.market, self.keypair(), rng=rng)
 
     async def aclose(self) -> None:
         for provider in self._providers or []:

@@ -24,7 +24,7 @@ from gpushop.errors import (
 )
 from gpushop.fleet import choice, money, verify
 from gpushop.fleet.owners import Owner
-from gpushop.fleet.release import release_rental
+from gpushop.fleet.release import ReleaseFailed, release_rental
 from gpushop.fleet.wait import NotReady, wait_ready
 from gpushop.market.service import Market
 from gpushop.models import CreateRequest, Instance, Offer, OfferQuery, RentalState, SortKey
@@ -152,7 +152,7 @@ class Provisioner:
             return await self._create_and_wait(rental, offer, provider, opts, progress)
         except BaseException as exc:
             # Whatever happened (an error, a timeout, Ctrl-C), nothing may keep billing.
-            await asyncio.shield(self._cleanup(rental.id, provider, exc))
+            await asyncio.shield(self._cleanup(rental.id, provider, exc, progress))
             raise
         finally:
             beat.cancel()
@@ -199,8 +199,13 @@ class Provisioner:
                 details={**rental.details, "detached": True},
             )
 
+        last = [""]
+
         def show(inst: Instance) -> None:
-            progress(f"{inst.raw_status or 'provisioning'}: {inst.status_msg or ''}".strip())
+            line = f"{inst.raw_status or 'provisioning'}: {inst.status_msg or ''}".strip()
+            if line != last[0]:  # say it when it changes, not every poll
+                last[0] = line
+                progress(line)
 
         ready = await wait_ready(
             provider, instance_id, timeout_s=opts.ready_timeout_s, on_status=show
@@ -258,7 +263,9 @@ class Provisioner:
             driver=facts.driver,
         )
 
-    async def _cleanup(self, rental_id: str, provider: Provider, exc: BaseException) -> None:
+    async def _cleanup(
+        self, rental_id: str, provider: Provider, exc: BaseException, progress: Progress
+    ) -> None:
         rental = self.store.get(rental_id)
         if rental is None or rental.state.terminal:
             return
@@ -275,9 +282,14 @@ class Provisioner:
                 f"failed before ready: {reason}",
                 final=RentalState.FAILED,
             )
-        except (ProviderError, OSError) as err:
+            if rental.instance_id:
+                progress(f"released {rental.id} (instance {rental.instance_id}): {reason}")
+        except (ProviderError, ReleaseFailed, OSError) as err:
             # Left labelled and in the store: reconcile will finish the job.
-            log.error("could not release %s (%s); `gpushop reconcile` will", rental_id, err)
+            progress(
+                f"could not release {rental_id} ({err}): it stays labelled {rental.label};"
+                " `gpushop reconcile` will destroy it"
+            )
 
     async def _heartbeat(self, rental_id: str) -> None:
         while True:

@@ -1,0 +1,147 @@
+"""The store's tables (SQLAlchemy 2.0 typed ORM). The migrations in ``migrations/versions`` create
+exactly these; ``tests/store`` checks that the two agree.
+
+No column holds a secret (API keys, private keys, tokens): see the package docstring.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so that later migrations (batch mode on SQLite) can refer to them.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC on every backend, returned tz-aware (UTC).
+
+    Naive storage keeps SQLite's text comparison and PostgreSQL's ``timestamp`` ordering identical.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store: pass a tz-aware (UTC) datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    # why: DeclarativeBase reads this class attribute; it is never mutated
+    type_annotation_map = {  # noqa: RUF012
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class MetaRow(Base):
+    """Key/value facts about this store (``deployment_id``, ``created_at``)."""
+
+    __tablename__ = "gpushop_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class RentalRow(Base):
+    __tablename__ = "rentals"
+    __table_args__ = (Index("ix_rentals_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    label: Mapped[str] = mapped_column(String(64), unique=True)
+    offer_id: Mapped[str | None] = mapped_column(String(128))
+    instance_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    gpu_name: Mapped[str | None] = mapped_column(String(64))
+    num_gpus: Mapped[int | None] = mapped_column(Integer)
+    price_per_hour: Mapped[float | None] = mapped_column(Float)
+    disk_gb: Mapped[float | None] = mapped_column(Float)
+    image: Mapped[str | None] = mapped_column(Text)
+    template_hash: Mapped[str | None] = mapped_column(String(128))
+    interruptible: Mapped[bool] = mapped_column(default=False)
+    bid_price: Mapped[float | None] = mapped_column(Float)
+    keep_interrupted: Mapped[bool] = mapped_column(default=False)
+    max_duration_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    ready_at: Mapped[datetime | None]
+    running_since: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None]
+    ssh_host: Mapped[str | None] = mapped_column(String(255))
+    ssh_port: Mapped[int | None] = mapped_column(Integer)
+    ssh_user: Mapped[str | None] = mapped_column(String(64))
+    host_key: Mapped[str | None] = mapped_column(Text)  # the server's PUBLIC host key
+    machine_id: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # closed billing segments: [[kind, start iso, end iso, usd per hour], ...] (costs.py)
+    segments: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class RentalEventRow(Base):
+    __tablename__ = "rental_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rental_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("rentals.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    old_state: Mapped[str | None] = mapped_column(String(16))
+    new_state: Mapped[str | None] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class HostBlockRow(Base):
+    """A host that lied about its GPU/CUDA: left out of searches until ``until``."""
+
+    __tablename__ = "host_blocks"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    machine_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    until: Mapped[datetime] = mapped_column(index=True)
+
+
+class TimingRow(Base):
+    __tablename__ = "timings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rental_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    phase: Mapped[str] = mapped_column(String(64), index=True)
+    seconds: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime]

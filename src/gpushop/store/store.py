@@ -1,0 +1,511 @@
+"""The :class:`Store`: rentals, their event log, money, host blocklist, timings, reconcile lock."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gpushop.models import TERMINAL, RentalState, can_transition
+from gpushop.store import costs
+from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normalise_url, sqlite_path
+from gpushop.store.locks import LockBusy, advisory_key, file_lock, pg_advisory_lock, thread_lock
+from gpushop.store.migrate import upgrade
+from gpushop.store.records import Rental, RentalEvent, Segment
+from gpushop.store.schema import HostBlockRow, RentalEventRow, RentalRow, TimingRow
+
+__all__ = ["LockBusy", "StaleState", "Store"]
+
+Clock = Callable[[], datetime]
+
+# Crockford's base32, lower case: no i, l, o, u (nothing to misread in a terminal).
+_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_RENTAL_FIELDS = {f.name for f in dataclasses.fields(Rental)}
+# Fields callers may set; the rest (id, state, label, times of record, segments) the store manages.
+SETTABLE = _RENTAL_FIELDS - {
+    "id",
+    "provider",
+    "state",
+    "label",
+    "created_at",
+    "updated_at",
+    "segments",
+}
+_SECRET_KEY = re.compile(
+    r"(^|[_\-.])(api[_\-]?key|token|password|passwd|secret|private[_\-]?key|credentials?)($|[_\-.])",
+    re.IGNORECASE,
+)
+
+
+class StaleState(ValueError):
+    """The rental is not in the state the caller expected: another process moved it first.
+
+    A ``ValueError`` like an illegal transition, so ``except ValueError`` catches both; catch this
+    one to tell a lost race from a bug.
+    """
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_rental_id() -> str:
+    return "r" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+def check_no_secrets(value: Any, where: str = "details") -> None:
+    """Refuse what looks like a credential in a JSON value: the store never holds secrets."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if _SECRET_KEY.search(str(key)):
+                raise ValueError(
+                    f"{where}: key {key!r} looks like a secret; secrets are not stored"
+                )
+            check_no_secrets(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_no_secrets(item, where)
+    elif isinstance(value, str) and "PRIVATE KEY-----" in value:
+        raise ValueError(f"{where}: looks like a private key; secrets are not stored")
+
+
+def _seg_to_json(seg: Segment) -> list[Any]:
+    return [seg.kind, seg.start.isoformat(), seg.end.isoformat(), seg.rate]
+
+
+def _seg_from_json(raw: list[Any]) -> Segment:
+    return Segment(
+        str(raw[0]), datetime.fromisoformat(raw[1]), datetime.fromisoformat(raw[2]), float(raw[3])
+    )
+
+
+def _to_rental(row: RentalRow) -> Rental:
+    values = {name: getattr(row, name) for name in _RENTAL_FIELDS}
+    values["state"] = RentalState(row.state)
+    values["details"] = dict(row.details or {})
+    values["segments"] = [_seg_from_json(s) for s in row.segments or []]
+    return Rental(**values)
+
+
+def _to_event(row: RentalEventRow) -> RentalEvent:
+    return RentalEvent(
+        id=row.id,
+        rental_id=row.rental_id,
+        at=row.at,
+        old_state=RentalState(row.old_state) if row.old_state else None,
+        new_state=RentalState(row.new_state) if row.new_state else None,
+        kind=row.kind,
+        reason=row.reason,
+        data=dict(row.data or {}),
+    )
+
+
+def _column_values(fields: Mapping[str, Any], current: Rental | None) -> dict[str, Any]:
+    """Validate caller-given fields and turn them into column values.
+
+    ``details`` is merged shallowly into the current details (a key set to None stays, as None).
+    """
+    unknown = set(fields) - SETTABLE
+    if unknown:
+        raise TypeError(f"not settable rental field(s): {', '.join(sorted(unknown))}")
+    values = dict(fields)
+    if "details" in values:
+        check_no_secrets(values["details"])
+        merged = dict(current.details) if current is not None else {}
+        merged.update(values["details"] or {})
+        values["details"] = merged
+    return values
+
+
+def _event_row(
+    rental_id: str,
+    at: datetime,
+    kind: str,
+    reason: str,
+    old: RentalState | None = None,
+    new: RentalState | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> RentalEventRow:
+    payload = dict(data or {})
+    check_no_secrets(payload, "event data")
+    return RentalEventRow(
+        rental_id=rental_id,
+        at=at,
+        old_state=old.value if old else None,
+        new_state=new.value if new else None,
+        kind=kind,
+        reason=reason,
+        data=payload,
+    )
+
+
+class Store:
+    """Persistent state of gpushop. Every method is one short transaction; sync (wrap with
+    ``asyncio.to_thread`` in async code). Thread-safe: sessions are per call, the pool is shared.
+    """
+
+    def __init__(self, engine: Engine, deployment_id: str, clock: Clock | None = None) -> None:
+        self._engine = engine
+        # Writers on SQLite begin with BEGIN IMMEDIATE (engine.py); a no-op on PostgreSQL.
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self.deployment_id = deployment_id
+        self.dialect: str = engine.dialect.name
+        self.url_for_display = display_url(engine.url)
+        self.clock: Clock = clock or utcnow
+        self._memory_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str | None = None, *, clock: Clock | None = None) -> Store:
+        """Connect and migrate to head. ``url=None``: the SQLite file under the user data dir."""
+        engine = make_engine(normalise_url(url))
+        try:
+            deployment_id = upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, deployment_id, clock)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url_for_display!r}, deployment_id={self.deployment_id!r})"
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @staticmethod
+    def _row(session: Session, rental_id: str) -> RentalRow:
+        row = session.get(RentalRow, rental_id)
+        if row is None:
+            raise KeyError(f"no rental {rental_id!r}")
+        return row
+
+    # -- rentals -------------------------------------------------------------------------------
+
+    def label_for(self, rental_id: str) -> str:
+        return f"gpushop-{self.deployment_id}-{rental_id}"
+
+    def new_rental(
+        self,
+        *,
+        provider: str,
+        max_duration_s: float,
+        owner_host: str,
+        owner_pid: int,
+        **fields: Any,
+    ) -> Rental:
+        """Write a REQUESTED rental (and its first event) before anything is rented: write-ahead."""
+        if max_duration_s <= 0:
+            raise ValueError("max_duration_s must be positive")
+        values = _column_values(fields, None)
+        now = self.clock()
+        for _ in range(3):  # 50 random bits: a collision is a freak, but cheap to survive
+            rid = new_rental_id()
+            rental = Rental(
+                id=rid,
+                provider=provider,
+                state=RentalState.REQUESTED,
+                label=self.label_for(rid),
+                max_duration_s=float(max_duration_s),
+                created_at=now,
+                updated_at=now,
+                **{"owner_host": owner_host, "owner_pid": owner_pid, "heartbeat_at": now, **values},
+            )
+            row_values = dataclasses.asdict(rental)
+            row_values["state"] = rental.state.value
+            row_values["segments"] = []
+            try:
+                with self._write() as session:
+                    session.add(RentalRow(**row_values))
+                    session.flush()  # the rental row first: the event refers to it
+                    session.add(_event_row(rid, now, "transition", "requested", None, rental.state))
+            except IntegrityError:
+                if self.get(rid) is None:
+                    raise  # not an id collision: a real error
+                continue
+            return rental
+        raise RuntimeError("could not allocate a unique rental id")
+
+    def get(self, rental_id: str) -> Rental | None:
+        with self._read() as session:
+            row = session.get(RentalRow, rental_id)
+            return _to_rental(row) if row is not None else None
+
+    def by_label(self, label: str) -> Rental | None:
+        with self._read() as session:
+            row = session.scalars(select(RentalRow).where(RentalRow.label == label)).first()
+            return _to_rental(row) if row is not None else None
+
+    def list(
+        self, *, states: Iterable[RentalState] | None = None, provider: str | None = None
+    ) -> builtins.list[Rental]:
+        """Rentals, newest first."""
+        query = select(RentalRow).order_by(RentalRow.created_at.desc(), RentalRow.id.desc())
+        if states is not None:
+            query = query.where(RentalRow.state.in_([RentalState(s).value for s in states]))
+        if provider is not None:
+            query = query.where(RentalRow.provider == provider)
+        with self._read() as session:
+            return [_to_rental(row) for row in session.scalars(query)]
+
+    def transition(
+        self,
+        rental_id: str,
+        new: RentalState,
+        reason: str,
+        *,
+        expect: RentalState | Iterable[RentalState] | None = None,
+        **fields: Any,
+    ) -> Rental:
+        """Move the rental to ``new`` (validated by ``can_transition``), set ``fields``, log it.
+
+        Atomic and compare-and-set: the update only applies if the state is still the one read.
+        ``expect``: the state(s) the caller based its decision on; if the rental is elsewhere by now
+        (another process moved it), raise :class:`StaleState`. Without ``expect`` the transition
+        is checked against the state current when it applies. An illegal transition raises
+        ``ValueError`` naming both states. The store sets ``ready_at`` (first time) and
+        ``running_since`` on READY, ``stopped_at`` on STOPPED/INTERRUPTED, ``ended_at`` on a
+        terminal state, unless ``fields`` gives them; it closes the billing segment in progress.
+        """
+        new = RentalState(new)
+        expected = (
+            None
+            if expect is None
+            else frozenset(
+                [RentalState(expect)] if isinstance(expect, str) else map(RentalState, expect)
+            )
+        )
+        for _ in range(5):
+            with self._write() as session:
+                row = self._row(session, rental_id)
+                current = _to_rental(row)
+                old = current.state
+                if expected is not None and old not in expected:
+                    want = "/".join(sorted(s.value for s in expected))
+                    raise StaleState(
+                        f"rental {rental_id} is {old.value}, not {want}: changed by someone else"
+                    )
+                if not can_transition(old, new):
+                    raise ValueError(
+                        f"rental {rental_id}: transition {old.value} -> {new.value} is not allowed"
+                    )
+                now = self.clock()
+                managed: dict[str, Any] = {"state": new.value, "updated_at": now}
+                managed["segments"] = [_seg_to_json(s) for s in costs.close_segment(current, now)]
+                if new is RentalState.READY:
+                    managed["running_since"] = now
+                    if current.ready_at is None:
+                        managed["ready_at"] = now
+                elif new in (RentalState.STOPPED, RentalState.INTERRUPTED):
+                    managed["stopped_at"] = now
+                if new in TERMINAL:
+                    managed["ended_at"] = now
+                values = {**managed, **_column_values(fields, current)}
+                won = session.execute(
+                    update(RentalRow)
+                    .where(RentalRow.id == rental_id, RentalRow.state == old.value)
+                    .values(**values)
+                    .returning(RentalRow.id)
+                    .execution_options(synchronize_session=False)
+                ).scalar_one_or_none()
+                if won is None:
+                    # PostgreSQL: a concurrent transaction changed the state after our read
+                    if expected is not None:
+                        raise StaleState(f"rental {rental_id} left {old.value} meanwhile")
+                    continue  # re-read and re-check against the new state
+                data = {k: v for k, v in fields.items() if k in ("error", "instance_id")}
+                session.add(_event_row(rental_id, now, "transition", reason, old, new, data))
+                session.flush()
+                session.refresh(row)  # the UPDATE went around the ORM: reload the row
+                return _to_rental(row)
+        raise StaleState(f"rental {rental_id} keeps changing under us")
+
+    def update(self, rental_id: str, *, note: str | None = None, **fields: Any) -> Rental:
+        """Set fields without a state change; logs an event only when ``note`` is given."""
+        with self._write() as session:
+            row = self._row(session, rental_id)
+            current = _to_rental(row)
+            now = self.clock()
+            for name, value in _column_values(fields, current).items():
+                setattr(row, name, value)
+            row.updated_at = now
+            if note is not None:
+                data = {k: v for k, v in fields.items() if k != "details"}
+                session.add(_event_row(rental_id, now, "note", note, data=_jsonable(data)))
+            session.flush()
+            return _to_rental(row)
+
+    def note(self, rental_id: str, reason: str, kind: str = "note", **data: Any) -> None:
+        with self._write() as session:
+            self._row(session, rental_id)
+            session.add(_event_row(rental_id, self.clock(), kind, reason, data=data))
+
+    def events(self, rental_id: str) -> builtins.list[RentalEvent]:
+        """The rental's log, oldest first."""
+        query = (
+            select(RentalEventRow)
+            .where(RentalEventRow.rental_id == rental_id)
+            .order_by(RentalEventRow.id)
+        )
+        with self._read() as session:
+            return [_to_event(row) for row in session.scalars(query)]
+
+    def heartbeat(self, rental_ids: Iterable[str], owner_host: str, owner_pid: int) -> set[str]:
+        """Refresh the heartbeat of the given rentals that this owner still owns; returns those.
+
+        A rental claimed by someone else meanwhile is left alone (and absent from the result).
+        """
+        ids = list(rental_ids)
+        if not ids:
+            return set()
+        with self._write() as session:
+            done = session.scalars(
+                update(RentalRow)
+                .where(
+                    RentalRow.id.in_(ids),
+                    RentalRow.owner_host == owner_host,
+                    RentalRow.owner_pid == owner_pid,
+                )
+                .values(heartbeat_at=self.clock())
+                .returning(RentalRow.id)
+                .execution_options(synchronize_session=False)
+            )
+            return set(done)
+
+    def claim(self, rental_id: str, owner_host: str, owner_pid: int) -> Rental:
+        """Take over ownership (attach, reconcile): owner and heartbeat, with a "claim" event."""
+        with self._write() as session:
+            row = self._row(session, rental_id)
+            now = self.clock()
+            previous = {"host": row.owner_host, "pid": row.owner_pid}
+            row.owner_host, row.owner_pid, row.heartbeat_at = owner_host, owner_pid, now
+            row.updated_at = now
+            session.add(
+                _event_row(
+                    rental_id,
+                    now,
+                    "claim",
+                    f"claimed by {owner_host}:{owner_pid}",
+                    data={"previous": previous},
+                )
+            )
+            session.flush()
+            return _to_rental(row)
+
+    # -- reconcile lock ------------------------------------------------------------------------
+
+    def reconcile_lock(self, *, wait: bool = False) -> AbstractContextManager[None]:
+        """Exclusive across processes (and threads) for this store; freed when the holder exits
+        or dies. ``wait=False``: raise :class:`LockBusy` at once when it is held elsewhere.
+
+        SQLite: ``flock`` on ``<db file>.reconcile.lock`` (see locks.py for why not BEGIN
+        IMMEDIATE); PostgreSQL: a session advisory lock whose key derives from the deployment id,
+        so stores in other schemas of the same database do not exclude each other.
+        """
+        what = "the reconcile lock"
+        if self.dialect == "postgresql":
+            key = advisory_key(f"reconcile:{self.deployment_id}")
+            return pg_advisory_lock(self._engine, key, wait=wait, what=what)
+        path = sqlite_path(self._engine.url)
+        if path is None:
+            return thread_lock(self._memory_lock, wait=wait, what=what)
+        return file_lock(path.with_name(path.name + ".reconcile.lock"), wait=wait, what=what)
+
+    # -- money ---------------------------------------------------------------------------------
+
+    def spent_between(self, start: datetime, end: datetime, now: datetime) -> float:
+        """USD accrued by all rentals within ``[start, end)``, as known at ``now`` (costs.py)."""
+        query = select(RentalRow).where(
+            RentalRow.created_at < end,
+            or_(RentalRow.ended_at.is_(None), RentalRow.ended_at >= start),
+        )
+        with self._read() as session:
+            rentals = [_to_rental(row) for row in session.scalars(query)]
+        return sum(costs.accrued_cost(r, start, end, now) for r in rentals)
+
+    def committed(self, now: datetime) -> float:
+        """USD the active rentals may still cost until their deadlines (price x remaining)."""
+        active = self.list(states=[s for s in RentalState if s not in TERMINAL])
+        return sum(costs.committed_cost(r, now) for r in active)
+
+    # -- host blocklist ------------------------------------------------------------------------
+
+    def block_host(self, provider: str, machine_id: str, reason: str, until: datetime) -> None:
+        """Leave this host out of searches until ``until`` (a later call replaces the entry)."""
+        values = {
+            "provider": provider,
+            "machine_id": machine_id,
+            "reason": reason,
+            "created_at": self.clock(),
+            "until": until,
+        }
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert(HostBlockRow).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[HostBlockRow.provider, HostBlockRow.machine_id],
+            set_={"reason": reason, "created_at": values["created_at"], "until": until},
+        )
+        with self._write() as session:
+            session.execute(stmt)
+
+    def blocked_hosts(self, provider: str, now: datetime) -> set[str]:
+        query = select(HostBlockRow.machine_id).where(
+            HostBlockRow.provider == provider, HostBlockRow.until > now
+        )
+        with self._read() as session:
+            return set(session.scalars(query))
+
+    # -- timings -------------------------------------------------------------------------------
+
+    def record_timing(self, rental_id: str | None, phase: str, seconds: float) -> None:
+        with self._write() as session:
+            session.add(
+                TimingRow(rental_id=rental_id, phase=phase, seconds=seconds, at=self.clock())
+            )
+
+    def timings(
+        self, *, rental_id: str | None = None, phase: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Recorded timings, oldest first: ``{"rental_id", "phase", "seconds", "at"}``."""
+        query = select(TimingRow).order_by(TimingRow.id)
+        if rental_id is not None:
+            query = query.where(TimingRow.rental_id == rental_id)
+        if phase is not None:
+            query = query.where(TimingRow.phase == phase)
+        with self._read() as session:
+            return [
+                {"rental_id": t.rental_id, "phase": t.phase, "seconds": t.seconds, "at": t.at}
+                for t in session.scalars(query)
+            ]
+
+
+def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Event data from update fields: datetimes as ISO text, everything else as given."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
