@@ -86,10 +86,10 @@ class Shop:
         return load_or_create(self.settings.vastai_ssh_key_path, data_dir())
 
     def provisioner(self) -> Provisioner:
-        from gpushop.fleet.provision import Provisioner
-
         import os
         import random
+
+        from gpushop.fleet.provision import Provisioner
 
         # GPUSHOP_SEED makes the pick among near-equal offers reproducible (tests, debugging);
         # unset, concurrent `up`s spread over them at random.

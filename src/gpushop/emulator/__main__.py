@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--speed", type=float, default=defaults.speed, help="divide simulated delays by this"
     )
+    parser.add_argument(
+        "--no-ssh",
+        action="store_true",
+        help="no SSH endpoints (instances' commands would run as the current user)",
+    )
     args = parser.parse_args(argv)
     try:
         config = EmulatorConfig(
@@ -41,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             api_key=args.api_key,
             rate_limit=not args.no_rate_limit,
             speed=args.speed,
+            ssh=not args.no_ssh,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -430,6 +430,60 @@ def detach_ssh(emu: Emulator, call: Call) -> Reply:
     return 200, emu.state.detach_key(instance_id, key_id)
 
 
+# -- billing ----------------------------------------------------------------------------------
+CHARGES_MAX_LIMIT = 500
+CHARGES_DEFAULT_LIMIT = 100
+
+
+def charges(emu: Emulator, call: Call) -> Reply:
+    """GET /charges/: per-instance charges (gpu, disk) over the `day` range of select_filters."""
+    bad = _v1_error("select_filters is not JSON").body
+    filters = _json_param(call, "select_filters", bad)
+    if filters is None:
+        filters = {}
+    if not isinstance(filters, dict):
+        raise _v1_error("select_filters must be an object")
+    start, end = 0.0, float("inf")
+    day = filters.get("day", {})
+    if not isinstance(day, dict):
+        raise _v1_error('day must be a range such as {"gte": s, "lte": e}')
+    for op, value in day.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _v1_error(f"day {op} must be an epoch number")
+        if op in ("gte", "gt"):
+            start = max(start, float(value))
+        elif op in ("lte", "lt"):
+            end = min(end, float(value))
+        else:
+            raise _v1_error(f"unknown operator {op} for day")
+    kinds = filters.get("type", {"in": ["instance"]})
+    wanted = kinds.get("in", [kinds.get("eq")]) if isinstance(kinds, dict) else [kinds]
+    results = emu.state.charges(start, end) if "instance" in wanted else []
+    if call.query.get("latest_first", "").lower() in ("1", "true"):
+        results.reverse()
+    limit_raw = _json_param(call, "limit", _v1_error("limit must be an integer").body)
+    if limit_raw is None:
+        limit = CHARGES_DEFAULT_LIMIT
+    elif isinstance(limit_raw, bool) or not isinstance(limit_raw, int):
+        raise _v1_error("limit must be an integer")
+    else:
+        limit = max(1, min(limit_raw, CHARGES_MAX_LIMIT))
+    signature = hashlib.sha256(
+        orjson.dumps([filters, call.query.get("latest_first")], option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()[:16]
+    token = call.query.get("after_token")
+    offset = _read_token(token, signature) if token else 0
+    page = results[offset : offset + limit]
+    more = offset + limit < len(results)
+    return 200, {
+        "success": True,
+        "count": len(page),
+        "total": len(results),
+        "next_token": _token(offset + limit, signature) if more else None,
+        "results": page,
+    }
+
+
 HANDLERS: dict[str, Handler] = {
     "gpu_names": gpu_names,
     "search_post": search_post,
@@ -450,4 +504,5 @@ HANDLERS: dict[str, Handler] = {
     "attach_ssh": attach_ssh,
     "instance_ssh_list": instance_ssh_list,
     "detach_ssh": detach_ssh,
+    "charges": charges,
 }

@@ -10,6 +10,7 @@ which needs the raw `send`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -23,6 +24,8 @@ from starlette.types import Receive, Scope, Send
 from gpushop.emulator.api import HANDLERS, Call
 from gpushop.emulator.config import EmulatorConfig
 from gpushop.emulator.faults import Fault, FaultBook, FaultError
+from gpushop.emulator.hostfaults import HOST_KINDS, HostFault
+from gpushop.emulator.hosts import HostRuntime
 from gpushop.emulator.ratelimit import RateLimiter, limit_body, retry_after_value
 from gpushop.emulator.routes import Route, Router
 from gpushop.emulator.state import ApiError, EmulatorState, identity_hash
@@ -71,14 +74,32 @@ class Emulator:
         self.limiter = RateLimiter()
         self.counts: Counter[str] = Counter()
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
+        self._holds: asyncio.Event | None = None  # set to end every held answer at once
+        self.runtime = HostRuntime()
 
     @property
     def config(self) -> EmulatorConfig:
         return self.state.config
 
+    async def _hold(self, seconds: float) -> None:
+        """Sleep, but end early on reset or shutdown (a held answer must not block either)."""
+        if self._holds is None:
+            self._holds = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._holds.wait(), seconds)
+
+    def release_holds(self) -> None:
+        """End every held answer now (called on the server's loop: reset, shutdown)."""
+        if self._holds is not None:
+            self._holds.set()
+            self._holds = None
+
     def reset(self, overrides: dict[str, Any] | None = None) -> None:
         """Fresh state from the start-up config plus `overrides` (not cumulative)."""
+        self.release_holds()
         config = self.base_config.with_overrides(overrides or {})
+        self.runtime.close_all()  # every instance process and SSH server of the old state
+        self.state.close()
         self.state = EmulatorState(config, market=self.state.market)
         self.faults.clear()
         self.limiter.reset()
@@ -88,6 +109,11 @@ class Emulator:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan is off; websockets are not served
             return
+        self.runtime.ensure_ticker(lambda: self.state)
+        # Bring the world up to now first: due events, then SSH servers of running instances,
+        # so an instance the answer shows as running already accepts SSH.
+        self.state.sync(self.state.now())
+        await self.runtime.reconcile(self.state)
         request = Request(scope, receive)
         path: str = scope["path"]
         if path == "/_emulator" or path.startswith("/_emulator/"):
@@ -139,9 +165,15 @@ class Emulator:
                 await json_response(status, fault_body, fault_headers)(scope, receive, send)
                 return
             if fault.kind == "latency":
-                await asyncio.sleep(fault.latency_s)
+                await self._hold(fault.latency_s)
             drop = fault.kind == "drop"
         status, payload, headers = self._handle(route, call, key, request)
+        if drop and fault is not None and fault.latency_s > 0:
+            # "act, then hold": the action is done, the answer is held (a client killed now
+            # never learns the instance id), then the connection breaks
+            await self._hold(fault.latency_s)
+        if method != "GET":  # stop/destroy: processes are dead before the answer leaves
+            self.runtime.stop_unwanted(self.state)
         self._log_call(call, status)
         response = json_response(status, payload, headers)
         if drop:
@@ -163,11 +195,11 @@ class Emulator:
                     {"Retry-After": retry_after_value(wait)} if state.config.retry_after else None
                 )
                 return 429, limit_body(call.endpoint), headers
-        if route.auth == "required":
+        if route.auth in ("required", "login"):
             if key is None:
                 return 403, dict(AUTH_MISSING), None
-            if not call.key_valid:
-                return 401, dict(AUTH_INVALID), None
+            if not call.key_valid:  # charges/invoices answer 404 for a bad key (reference 13)
+                return (401 if route.auth == "required" else 404), dict(AUTH_INVALID), None
         elif route.auth == "optional" and key is not None and not call.key_valid:
             return 404, dict(AUTH_INVALID), None  # search answers 404 for a bad key
         try:
@@ -237,10 +269,13 @@ class Emulator:
                     "config": self.config.public_dict(),
                     **self.state.summary(),
                     "request_counts": dict(self.counts),
-                    "faults": [f.to_json() for f in self.faults.pending],
+                    "faults": [f.to_json() for f in self.faults.pending]
+                    + [f.to_json() for f in self.state.host_faults],
                 },
             )
         if (method, action) == ("POST", "faults"):
+            if isinstance(data, dict) and data.get("kind") in HOST_KINDS:
+                return await self._host_fault(data)
             try:
                 fault = Fault.from_json(data)
             except FaultError as exc:
@@ -249,10 +284,56 @@ class Emulator:
             return json_response(200, {"success": True, "fault": fault.to_json()})
         if (method, action) == ("DELETE", "faults"):
             self.faults.clear()
+            self.state.host_faults.clear()
             return json_response(200, {"success": True})
+        if method == "GET" and action.startswith("instances/"):
+            return self._instance_view(action.removeprefix("instances/"))
+        if (method, action) == ("POST", "clock"):
+            return await self._clock(data)
         if (method, action) == ("GET", "requests"):
             return json_response(200, {"requests": list(self.requests)})
         return json_response(404, {"success": False, "msg": f"no control action {method} {action}"})
+
+    async def _host_fault(self, data: dict[str, Any]) -> Response:
+        try:
+            fault = HostFault.from_json(data)
+            self.state.add_host_fault(fault)
+        except FaultError as exc:
+            return json_response(400, {"success": False, "msg": str(exc)})
+        self.runtime.stop_unwanted(self.state)  # offline/outbid now: SSH and processes go
+        await self.runtime.reconcile(self.state)  # lying_host: nvidia-smi rewritten
+        return json_response(200, {"success": True, "fault": fault.to_json()})
+
+    def _instance_view(self, raw_id: str) -> Response:
+        try:
+            instance_id = int(raw_id)
+        except ValueError:
+            return json_response(400, {"success": False, "msg": "instance id must be an integer"})
+        view = self.state.instance_view(instance_id)
+        if view is None:
+            return json_response(404, {"success": False, "msg": f"no instance {instance_id}"})
+        view.update(self.runtime.view(instance_id))
+        return json_response(200, view)
+
+    async def _clock(self, data: Any) -> Response:
+        """Move simulated time forward: {"advance": s} or {"offset": s} (never backwards:
+        billing and the life cycle assume time only grows)."""
+        state = self.state
+        if not isinstance(data, dict) or len(data) != 1 or not ({"advance", "offset"} & set(data)):
+            return json_response(
+                400, {"success": False, "msg": 'give {"advance": s} or {"offset": s}'}
+            )
+        value = data.get("advance", data.get("offset"))
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return json_response(400, {"success": False, "msg": "seconds must be a number"})
+        offset = state.now_offset + value if "advance" in data else float(value)
+        if offset < state.now_offset:
+            return json_response(400, {"success": False, "msg": "time cannot go backwards"})
+        state.now_offset = float(offset)
+        state.sync(state.now(), force=True)
+        self.runtime.stop_unwanted(state)
+        await self.runtime.reconcile(state)
+        return json_response(200, {"success": True, "offset": state.now_offset, "now": state.now()})
 
 
 def _credentials(request: Request) -> tuple[str | None, str | None]:

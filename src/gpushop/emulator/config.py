@@ -21,6 +21,8 @@ RESETTABLE_FIELDS = frozenset(
         "speed",
         "provision_delay_s",
         "loading_delay_s",
+        "boot_delay_s",
+        "ssh",
         "retry_after",
         "legacy_list_deprecated",
         "credit",
@@ -44,7 +46,11 @@ class EmulatorConfig:
     rate_limit: bool = True
     speed: float = 1.0
     provision_delay_s: float = 3.0  # actual_status null -> loading (divided by speed)
-    loading_delay_s: float = 30.0  # loading -> running (divided by speed)
+    # loading -> running: None = image size / the host's inet_down + boot_delay_s (images.py);
+    # a number = that fixed time for every image (both divided by speed)
+    loading_delay_s: float | None = None
+    boot_delay_s: float = 20.0  # container start after the pull (all of loading when cached)
+    ssh: bool = True  # a real SSH endpoint per running instance (off: ports are only numbers)
     retry_after: bool = False  # send Retry-After on 429 (the real API documents none)
     legacy_list_deprecated: bool = False  # GET /api/v0/instances/ answers 410, as on new accounts
     credit: float = (
@@ -64,9 +70,11 @@ class EmulatorConfig:
             raise ValueError(f"port must be between 0 and 65535, got {self.port!r}")
         if not isinstance(self.speed, int | float) or not self.speed > 0:
             raise ValueError(f"speed must be a positive number, got {self.speed!r}")
-        for name in ("provision_delay_s", "loading_delay_s"):
+        for name in ("provision_delay_s", "loading_delay_s", "boot_delay_s"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
+            if value is None and name == "loading_delay_s":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if (
             not isinstance(self.api_key, str)
@@ -74,6 +82,8 @@ class EmulatorConfig:
             or any(c.isspace() for c in self.api_key)
         ):
             raise ValueError("api_key must be a non-empty string without whitespace")
+        if not isinstance(self.ssh, bool):
+            raise ValueError(f"ssh must be true or false, got {self.ssh!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 

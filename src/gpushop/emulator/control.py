@@ -76,3 +76,98 @@ class EmulatorControl:
     def requests(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "requests")["requests"]
         return result
+
+    # -- instances, time and host faults (docs/emulator.md, "Host faults") ---------------------
+    def instance(self, instance_id: int) -> dict[str, Any]:
+        """Control-side view of an instance: status, sandbox path, ssh port and host key,
+        process groups, faults and billing figures."""
+        result: dict[str, Any] = self._call("GET", f"instances/{instance_id}")
+        return result
+
+    def advance(self, seconds: float) -> float:
+        """Move simulated time forward by `seconds` (life cycle, billing, durations); returns
+        the total offset from the wall clock."""
+        return float(self._call("POST", "clock", {"advance": seconds})["offset"])
+
+    def set_now_offset(self, seconds: float) -> float:
+        """Put simulated time `seconds` ahead of the wall clock (never less than now)."""
+        return float(self._call("POST", "clock", {"offset": seconds})["offset"])
+
+    def host_fault(
+        self,
+        kind: str,
+        *,
+        instance_id: int | None = None,
+        offer_id: int | None = None,
+        machine_id: int | None = None,
+        count: int = 1,
+        after_s: float = 0.0,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Post a host fault (kinds in hostfaults.HOST_KINDS). Target one existing instance
+        (`instance_id`, applied now), or the next `count` creates on `offer_id`, on
+        `machine_id`, or anywhere (no target)."""
+        spec: dict[str, Any] = {"kind": kind, "count": count, "after_s": after_s, **params}
+        for name, value in (
+            ("instance_id", instance_id),
+            ("offer_id", offer_id),
+            ("machine_id", machine_id),
+        ):
+            if value is not None:
+                spec[name] = value
+        result: dict[str, Any] = self._call("POST", "faults", spec)["fault"]
+        return result
+
+    def stuck_loading(self, **target: Any) -> dict[str, Any]:
+        """The instance stays `loading` for ever (the pull stalls)."""
+        return self.host_fault("stuck_loading", **target)
+
+    def oci_error(self, message: str | None = None, **target: Any) -> dict[str, Any]:
+        """After loading, `actual_status` "created" with an OCI runtime error; never runs."""
+        if message is not None:
+            target["message"] = message
+        return self.host_fault("oci_error", **target)
+
+    def host_offline(self, after_s: float = 0.0, **target: Any) -> dict[str, Any]:
+        """`actual_status` "offline" from `after_s` simulated seconds on; SSH goes away."""
+        return self.host_fault("offline", after_s=after_s, **target)
+
+    def create_stopped(self, **target: Any) -> dict[str, Any]:
+        """The next create answers 200 `success: false` + `new_contract`; the instance is made
+        stopped (billing storage) and refuses to start (`resources_unavailable`)."""
+        return self.host_fault("create_stopped", **target)
+
+    def destroy_ignored(self, times: int = 1, **target: Any) -> dict[str, Any]:
+        """DELETE answers success but the instance stays until `times` more destroys."""
+        return self.host_fault("destroy_ignored", times=times, **target)
+
+    def offer_taken(self, offer_id: int | None = None, count: int = 1) -> dict[str, Any]:
+        """Another renter takes `offer_id` now (or the offer of each of the next `count`
+        creates): the create gets 404 `no_such_ask`."""
+        return self.host_fault("offer_taken", offer_id=offer_id, count=count)
+
+    def outbid(self, after_s: float = 0.0, **target: Any) -> dict[str, Any]:
+        """An interruptible instance is outbid: cur/intended/next "stopped", actual "exited"."""
+        return self.host_fault("outbid", after_s=after_s, **target)
+
+    def lying_host(
+        self,
+        *,
+        gpu_name: str | None = None,
+        num_gpus: int | None = None,
+        gpu_ram: int | None = None,
+        cuda: float | str | None = None,
+        driver_version: str | None = None,
+        **target: Any,
+    ) -> dict[str, Any]:
+        """nvidia-smi reports these instead of what the offer advertised (gpu_ram in MB/MiB)."""
+        lie: dict[str, Any] = {
+            "gpu_name": gpu_name,
+            "num_gpus": num_gpus,
+            "gpu_ram": gpu_ram,
+            "cuda": cuda,
+            "driver_version": driver_version,
+        }
+        return self.host_fault(
+            "lying_host", **{k: v for k, v in lie.items() if v is not None}, **target
+        )

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # auth modes: "none" (ignores keys), "optional" (anonymous allowed; a wrong key is refused with
-# 404 like the real search), "required" (no key -> 403, wrong key -> 401)
+# 404 like the real search), "required" (no key -> 403, wrong key -> 401), "login" (no key ->
+# 403, wrong key -> 404, as charges and invoices answer)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v0/instances/{id}/ssh/", "attach_ssh", "required"),
     Route("GET", "/api/v0/instances/{id}/ssh/", "instance_ssh_list", "required"),
     Route("DELETE", "/api/v0/instances/{id}/ssh/{key_id}/", "detach_ssh", "required"),
+    Route("GET", "/api/v0/charges/", "charges", "login"),
 )
 
 

@@ -68,7 +68,21 @@ def _uvicorn_config(app: Emulator, log_level: str) -> uvicorn.Config:
     )
 
 
-class _ForegroundServer(uvicorn.Server):
+class _EmulatorServer(uvicorn.Server):
+    """uvicorn's server that, on shutdown, first ends every instance process and SSH server
+    (on the loop that owns them)."""
+
+    def __init__(self, app: Emulator, log_level: str) -> None:
+        super().__init__(_uvicorn_config(app, log_level))
+        self.emulator = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.emulator.release_holds()
+        await self.emulator.runtime.aclose()
+        await super().shutdown(sockets)
+
+
+class _ForegroundServer(_EmulatorServer):
     """uvicorn re-raises the captured SIGINT after shutdown (a KeyboardInterrupt traceback);
     we only want a clean exit."""
 
@@ -106,10 +120,12 @@ def serve(config: EmulatorConfig) -> None:
             "on" if config.rate_limit else "off",
             config.speed,
         )
-        server = _ForegroundServer(_uvicorn_config(app, "warning"))
+        server = _ForegroundServer(app, "warning")
         with contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=[sock])
     finally:
+        app.runtime.close_all()  # in case the loop died before its shutdown ran
+        app.state.close()
         sock.close()
 
 
@@ -126,7 +142,7 @@ class EmulatorThread:
         self.url = public_url(config.host, self._sock)
         self.api_key = config.api_key
         self.control = EmulatorControl(self.url)
-        self._server = uvicorn.Server(_uvicorn_config(self.app, "warning"))
+        self._server = _EmulatorServer(self.app, "warning")
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._sock]},
@@ -152,6 +168,9 @@ class EmulatorThread:
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        # Normally done by the server's shutdown on its loop; this catches a dead loop.
+        self.app.runtime.close_all()
+        self.app.state.close()
         self.control.close()
         self._sock.close()
 

@@ -1,8 +1,11 @@
 """Account state of the emulated server: instances, SSH keys, the user, offer availability.
 
-Instance status is computed from timestamps when asked (no background tasks): created ->
-`actual_status` null for `provision_delay_s / speed` -> "loading" for `loading_delay_s / speed` ->
-"running". Everything runs on the server's event loop, so no locking is needed.
+Instance status is computed from timestamps when asked: created -> `actual_status` null for
+`provision_delay_s / speed` -> "loading" while the image is pulled (its size over the host's
+`inet_down`, see images.py) and the container boots -> "running". Host faults (hostfaults.py) bend
+that timeline; `sync()` applies what is due at a given time (outbid, credit running out). Money
+is accounted from the same timestamps (billing.py). Everything runs on the server's event loop,
+so no locking is needed; the SSH side follows in hosts.py.
 """
 
 from __future__ import annotations
@@ -15,17 +18,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpushop.emulator import billing, images
 from gpushop.emulator.config import EmulatorConfig
 from gpushop.emulator.dsl import Searcher
+from gpushop.emulator.faults import FaultError
+from gpushop.emulator.hostfaults import OCI_ERROR, HostFault
 from gpushop.emulator.market import Market, price_fields
+from gpushop.emulator.ports import PORTS_PER_INSTANCE, SSH_HOST, PortPool
 
 USER_ID = 412873
 MAX_LABEL = 1024
 MAX_ONSTART = 4048
 DEFAULT_IMAGE = "vastai/base-image:@vastai-automatic-tag"  # OAPI's default when none is given
-PORTS_PER_INSTANCE = 20
-FIRST_PORT = 41200
 LOAD_LAYERS = 9
+SYNC_EVERY_S = 0.05
+STUCK_LAYERS = 6  # a stuck pull stops at "6 of 9 layers complete"
+OUTBID_MSG = "Instance stopped: outbid by a higher priority rental"
+NO_CREDIT_MSG = "Instance stopped: account credit exhausted"
+BUSY_MSG = "Instance created stopped: required resources are currently unavailable"
 
 # Instance fields copied from the offer it was made from (the rest are instance-only).
 OFFER_FIELDS_IN_INSTANCE = (
@@ -133,11 +143,25 @@ class Instance:
     run_requested_at: float  # when it was last asked to run (create or start)
     first_boot: bool  # only the first boot goes through the provisioning (null) phase
     stop_msg: str
-    port_start: int
+    ssh_port: int  # reserved at create; ports["22/tcp"] and the proxy address both point here
     jupyter_token: str
     local_ip: str
     machine_dir_ssh_port: int
+    usage: billing.Usage
+    pull_s: float = 0.0  # simulated seconds of image pull in the current run (0: cached)
+    boot_s: float = 0.0  # simulated seconds of container start after the pull
+    pulled: bool = False  # the image is on the host: a restart only boots
     keys: list[dict[str, Any]] = field(default_factory=list)  # attached SSH keys
+    gpu_spans: list[billing.Span] = field(default_factory=list)  # closed running periods
+    # host faults (hostfaults.py)
+    stuck: bool = False
+    oci_msg: str | None = None
+    offline_at: float | None = None
+    outbid_at: float | None = None
+    busy: bool = False  # created stopped by a create_stopped fault: start is refused
+    destroy_ignores: int = 0
+    lie: dict[str, Any] | None = None
+    facts_version: int = 0  # bumped when what nvidia-smi reports changes
 
 
 def parse_env(value: Any) -> list[list[str]]:
@@ -204,11 +228,28 @@ class EmulatorState:
         self.next_instance_id = 32_000_001
         self.next_key_id = 52_001
         self.next_attachment_id = 7_730_001
-        self.next_port = FIRST_PORT
+        self.ports = PortPool(bind=config.ssh)
+        self.host_faults: list[HostFault] = []  # pending create-targeted host faults
+        self.ended: list[billing.Usage] = []  # destroyed instances, for charges and spend
+        self.ended_spans: dict[int, list[billing.Span]] = {}
+        self.ended_cost = 0.0
+        self.now_offset = 0.0  # simulated time ahead of the wall clock (control API "clock")
+        self.cache: set[tuple[int, str]] = set()  # (machine_id, repository) pulled this session
+        self.taken: set[int] = set()  # offer indexes another renter took (offer_taken)
+        self.last_sync = time.time()
+        self.exhausted = config.credit <= 0  # credit reached 0 (as of the last full sync)
+        self._last_full = -1.0  # time.monotonic() of the last full sync
+        # Credit cannot reach 0 before `_safe_until` (the credit at `_ref_at` spent at the
+        # highest possible rate `_max_rate`, every instance running): sync skips the O(n)
+        # spend computation until then.
+        self._ref_at, self._ref_credit, self._max_rate = self.last_sync, config.credit, 0.0
 
     # -- helpers ---------------------------------------------------------------------------
     def now(self) -> float:
-        return time.time()
+        return time.time() + self.now_offset
+
+    def close(self) -> None:
+        self.ports.close()
 
     def is_key(self, key: str | None) -> bool:
         return key is not None and key == self.config.api_key
@@ -227,6 +268,8 @@ class EmulatorState:
 
     # -- user --------------------------------------------------------------------------------
     def user(self) -> dict[str, Any]:
+        spend = self.spend(self.now())
+        credit = float(self.config.credit) - spend
         first_key = self.ssh_keys[0]["public_key"] if self.ssh_keys else None
         return {
             "api_key": self.config.api_key,
@@ -244,9 +287,9 @@ class EmulatorState:
             "billed_expected": 0.0,
             "billed_verified": 0.0,
             "billing_creditonly": 0,
-            "can_pay": self.config.credit > 0,
+            "can_pay": credit > 0,
             "created_at": 1731412800,
-            "credit": round(float(self.config.credit), 2),
+            "credit": round(credit, 4),
             "email": "emulator@example.com",
             "email_verified": True,
             "fullname": "Emulator User",
@@ -266,7 +309,7 @@ class EmulatorState:
             "paypal_email": None,
             "phone_number": None,
             "ssh_key": first_key,
-            "total_spend": 0.0,
+            "total_spend": round(spend, 4),
             "username": "emulator",
             "wise_email": None,
         }
@@ -381,8 +424,20 @@ class EmulatorState:
                 f"on offer {offer_id}.",
                 ask_id=offer_id,
             )
-        if self.config.credit <= 0:
+        now = self.now()
+        if self.exhausted:  # (from the last sync: creates stay O(1) on big accounts)
             raise ApiError(400, dict(MISSING_BILLING))
+        is_bid = req.price is not None
+        faults = self._take_create_faults(offer_id, offer["machine_id"], is_bid)
+        if any(f.kind == "offer_taken" for f in faults):
+            self.available[index] = 0  # another renter got it between search and create
+            self.taken.add(index)
+            for fault in faults:  # the others wait for the next create
+                if fault.kind != "offer_taken":
+                    fault.count += 1
+                    if fault not in self.host_faults:
+                        self.host_faults.append(fault)
+            raise not_found
         outbid = req.price is not None and req.price < offer["min_bid"]
         if outbid and req.cancel_unavail:
             raise ApiError(
@@ -394,7 +449,8 @@ class EmulatorState:
                     "ask_id": offer_id,
                 },
             )
-        now = self.now()
+        busy = any(f.kind == "create_stopped" for f in faults)
+        price = req.price if req.price is not None else offer["_od_base"]
         inst = Instance(
             id=self.next_instance_id,
             offer_index=index,
@@ -408,35 +464,60 @@ class EmulatorState:
             onstart=req.onstart,
             label=req.label,
             disk=req.disk,
-            is_bid=req.price is not None,
-            price=req.price if req.price is not None else offer["_od_base"],
+            is_bid=is_bid,
+            price=price,
             template_id=req.template_id,
             template_hash_id=req.template_hash_id,
-            intended="stopped" if outbid or req.target_state == "stopped" else "running",
+            intended="stopped" if outbid or busy or req.target_state == "stopped" else "running",
             run_requested_at=now,
             first_boot=True,
-            stop_msg=(
-                "Instance stopped: outbid by a higher priority rental"
-                if outbid
-                else "exited: stopped by user"
-            ),
-            port_start=self.next_port,
+            stop_msg=OUTBID_MSG if outbid else BUSY_MSG if busy else "exited: stopped by user",
+            ssh_port=self.ports.reserve(),
             jupyter_token=self._hex(64),
             local_ip="10." + ".".join(str(self.rng.randrange(1, 255)) for _ in range(3)),
             machine_dir_ssh_port=50_000 + self.rng.randrange(6_000),
+            usage=billing.Usage(
+                instance_id=self.next_instance_id,
+                label=req.label,
+                template_id=req.template_id,
+                gpu_rate=price,
+                storage_cost=float(offer["storage_cost"]),
+                disk_gb=req.disk,
+                created_at=now,
+            ),
+            busy=busy,
         )
+        self._plan_loading(inst)
         self.next_instance_id += 1
-        self.next_port += PORTS_PER_INSTANCE
         self.available[index] = 0
         for key in self.ssh_keys:  # new instances get the account's keys
             self._attach(inst, key["public_key"])
         self.instances[inst.id] = inst
+        self._raise_max_rate(now, inst.usage.gpu_rate + inst.usage.disk_rate)
+        for fault in faults:
+            if fault.kind != "create_stopped":
+                self._apply(fault, inst, now)
         return {
-            # created but stopped (bid below min_bid): HTTP 200 with success false (AUTO/dstack)
-            "success": not outbid,
+            # created but stopped (bid below min_bid, or busy): HTTP 200 with success false
+            "success": not (outbid or busy),
             "new_contract": inst.id,
             "instance_api_key": self._hex(64),
         }
+
+    def _plan_loading(self, inst: Instance) -> None:
+        """Pull and boot times of the run that starts now (simulated seconds)."""
+        if self.config.loading_delay_s is not None:  # a fixed loading time, shown as a pull
+            inst.pull_s, inst.boot_s = float(self.config.loading_delay_s), 0.0
+            return
+        repo = images.repository(inst.image)
+        cached = (
+            inst.pulled
+            or (inst.machine_id, repo) in self.cache
+            or images.precached(inst.machine_id, inst.image, self.config.seed)
+        )
+        inet_down = float(self.market.full(inst.offer_index)["inet_down"])
+        inst.pull_s = 0.0 if cached else images.pull_seconds(inst.image, inet_down)
+        inst.boot_s = float(self.config.boot_delay_s)
 
     def change(self, instance_id: int, body: dict[str, Any]) -> dict[str, Any]:
         """PUT /instances/{id}/ with state and/or label."""
@@ -448,57 +529,328 @@ class EmulatorState:
             if label is not None and len(label) > MAX_LABEL:
                 raise ApiError(400, {"error": "invalid_args", "msg": "label_too_long"})
             inst.label = label
+            inst.usage.label = label
         if "state" in body:
             state = body["state"]
             if state not in ("running", "stopped"):
                 raise ApiError(400, {"success": False, "msg": "Invalid target state"})
+            now = self.now()
             if state == "stopped" and inst.intended != "stopped":
-                inst.intended = "stopped"
-                inst.stop_msg = "exited: stopped by user"
+                self._stop(inst, now, "exited: stopped by user")
             elif state == "running" and inst.intended != "running":
-                if self.config.credit <= 0:
+                if self.credit(now) <= 0:
                     raise ApiError(400, dict(MISSING_BILLING))
-                if inst.is_bid and inst.price < self.market.offers[inst.offer_index]["min_bid"]:
+                low_bid = (
+                    inst.is_bid and inst.price < self.market.offers[inst.offer_index]["min_bid"]
+                )
+                if low_bid or inst.busy:
                     return {
                         "success": False,
                         "error": "resources_unavailable",
                         "msg": "Required resources are currently unavailable, state change queued.",
                     }
                 inst.intended = "running"
-                inst.run_requested_at = self.now()
+                inst.run_requested_at = now
                 inst.first_boot = False
+                self._plan_loading(inst)
         elif "label" not in body:
             raise invalid_args("Nothing to change: give state or label.")
         return {"success": True}
 
+    def _stop(self, inst: Instance, at: float, msg: str) -> None:
+        self.settle(inst, at)
+        inst.intended = "stopped"
+        inst.stop_msg = msg
+
     def destroy(self, instance_id: int) -> None:
         inst = self.instance_or_404(instance_id)
+        if inst.destroy_ignores > 0:  # destroy_ignored fault: answers success, changes nothing
+            inst.destroy_ignores -= 1
+            return
+        now = self.now()
+        self.settle(inst, now)
+        inst.usage.ended_at = now
         del self.instances[instance_id]
-        self.available[inst.offer_index] = 1
+        self.ended.append(inst.usage)
+        self.ended_spans[inst.id] = list(inst.gpu_spans)
+        self.ended_cost += billing.cost(inst.usage, inst.gpu_spans, 0.0, now, now)
+        self.ports.release(inst.ssh_port)
+        if inst.offer_index not in self.taken:
+            self.available[inst.offer_index] = 1
+
+    # -- life cycle --------------------------------------------------------------------------
+    def phases(self, inst: Instance) -> tuple[float, float, float]:
+        """(provisioning, pull, boot) wall-clock seconds of the current run (speed applied)."""
+        speed = self.config.speed
+        provision = self.config.provision_delay_s / speed if inst.first_boot else 0.0
+        return provision, inst.pull_s / speed, inst.boot_s / speed
+
+    def running_from(self, inst: Instance) -> float | None:
+        """When the current run reaches `running` (None: it never will)."""
+        if inst.intended != "running" or inst.stuck or inst.oci_msg is not None:
+            return None
+        provision, pull, boot = self.phases(inst)
+        return inst.run_requested_at + provision + pull + boot
+
+    def open_span(self, inst: Instance, at: float) -> billing.Span | None:
+        """The running period in progress at `at` (GPU billed), if any."""
+        start = self.running_from(inst)
+        if start is None:
+            return None
+        end = at if inst.offline_at is None else min(at, inst.offline_at)
+        return (start, end) if end > start else None
+
+    def spans(self, inst: Instance, at: float) -> list[billing.Span]:
+        current = self.open_span(inst, at)
+        return [*inst.gpu_spans, current] if current else list(inst.gpu_spans)
+
+    def settle(self, inst: Instance, at: float) -> None:
+        """Close the running period at `at` (before the instance stops or goes)."""
+        current = self.open_span(inst, at)
+        if current is not None:
+            inst.gpu_spans.append(current)
+        if inst.intended == "running":
+            start = self.running_from(inst)
+            if start is not None and start <= at:
+                inst.pulled = True
 
     def status(self, inst: Instance, now: float) -> tuple[str | None, str | None, float | None]:
         """(actual_status, status_msg, running since) at `now`."""
+        if inst.offline_at is not None and now >= inst.offline_at:
+            _, msg, _ = self._status(inst, inst.offline_at)
+            return "offline", msg, None
+        return self._status(inst, now)
+
+    def _status(self, inst: Instance, now: float) -> tuple[str | None, str | None, float | None]:
         if inst.intended == "stopped":
             return "exited", inst.stop_msg, None
-        speed = self.config.speed
-        provision = self.config.provision_delay_s / speed if inst.first_boot else 0.0
-        loading = self.config.loading_delay_s / speed
+        provision, pull, boot = self.phases(inst)
         elapsed = now - inst.run_requested_at
         if elapsed < provision:
             return None, None, None
-        if elapsed < provision + loading:
-            done = int(LOAD_LAYERS * (elapsed - provision) / loading) if loading else LOAD_LAYERS
-            return (
-                "loading",
-                f"Pulling image {inst.image}: {done} of {LOAD_LAYERS} layers complete",
-                None,
-            )
+        loading = elapsed - provision
+        if inst.stuck or loading < pull + boot:
+            return "loading", self._loading_msg(inst, loading, pull), None
+        if inst.oci_msg is not None:
+            return "created", inst.oci_msg, None
         image = inst.image.replace(":", "_")
         return (
             "running",
             f"success, running {image}/ssh",
-            inst.run_requested_at + provision + loading,
+            inst.run_requested_at + provision + pull + boot,
         )
+
+    def _loading_msg(self, inst: Instance, loading: float, pull: float) -> str:
+        if pull <= 0:
+            return f"Status: Image is up to date for {inst.image}, starting container"
+        done = min(LOAD_LAYERS, int(LOAD_LAYERS * loading / pull))
+        if inst.stuck:
+            done = min(done, STUCK_LAYERS)
+        elif done >= LOAD_LAYERS and self.config.loading_delay_s is None:
+            return f"Status: Downloaded newer image for {inst.image}, starting container"
+        total = images.image_gb(inst.image)
+        return (
+            f"Pulling image {inst.image}: {done} of {LOAD_LAYERS} layers complete "
+            f"({total * done / LOAD_LAYERS:.1f}/{total:.1f} GB)"
+        )
+
+    def sync(self, now: float, *, force: bool = False) -> None:
+        """Apply what is due by `now`: outbid events, images cached on hosts, and the billing
+        rule that running instances stop when the credit reaches 0.
+
+        It walks every instance, so without `force` it runs at most every SYNC_EVERY_S of real
+        time: an event may show up to that late, but it is back-dated to when it was due (the
+        stop time of an outbid or out-of-credit instance, hence its bill, stays exact)."""
+        tick = time.monotonic()
+        if not force and tick - self._last_full < SYNC_EVERY_S:
+            return
+        self._last_full = tick
+        for inst in self.instances.values():
+            if inst.intended == "running":
+                if inst.outbid_at is not None and inst.outbid_at <= now:
+                    self._stop(inst, inst.outbid_at, OUTBID_MSG)
+                    inst.outbid_at = None
+                    continue
+                start = self.running_from(inst)
+                if start is not None and start <= now:
+                    inst.pulled = True
+                    self.cache.add((inst.machine_id, images.repository(inst.image)))
+        if self._credit_may_be_out(now) and self.credit(now) <= 0:
+            # Stop at the moment the credit crossed 0 (spend only grows: bisect).
+            lo, hi = min(self.last_sync, now), now
+            if self.credit(lo) > 0:
+                for _ in range(50):
+                    mid = (lo + hi) / 2
+                    if self.credit(mid) > 0:
+                        lo = mid
+                    else:
+                        hi = mid
+            for inst in self.instances.values():
+                if inst.intended == "running":
+                    self._stop(inst, hi, NO_CREDIT_MSG)
+        if self._credit_may_be_out(now):
+            credit = self.credit(now)
+            self.exhausted = credit <= 0
+            self._ref_at, self._ref_credit = now, credit
+        self.last_sync = max(self.last_sync, now)
+
+    def _raise_max_rate(self, now: float, extra: float) -> None:
+        self._ref_credit -= self._max_rate * max(0.0, now - self._ref_at)
+        self._ref_at = max(self._ref_at, now)
+        self._max_rate += extra
+
+    def _credit_may_be_out(self, now: float) -> bool:
+        if self._ref_credit <= 0:
+            return True
+        if self._max_rate <= 0:
+            return False
+        return now >= self._ref_at + self._ref_credit / self._max_rate
+
+    # -- money -------------------------------------------------------------------------------
+    def spend(self, at: float) -> float:
+        """USD spent by the account up to `at` (destroyed instances included)."""
+        live = sum(
+            billing.cost(inst.usage, self.spans(inst, at), 0.0, at, at)
+            for inst in self.instances.values()
+        )
+        return self.ended_cost + live
+
+    def credit(self, at: float) -> float:
+        return float(self.config.credit) - self.spend(at)
+
+    def charges(self, start: float, end: float) -> list[dict[str, Any]]:
+        """/charges/ results for [start, end], oldest first."""
+        now = self.now()
+        found: list[dict[str, Any]] = []
+        for usage in self.ended:
+            entry = billing.charge(usage, self.ended_spans[usage.instance_id], start, end, now)
+            if entry is not None:
+                found.append(entry)
+        for inst in self.instances.values():
+            entry = billing.charge(inst.usage, self.spans(inst, now), start, end, now)
+            if entry is not None:
+                found.append(entry)
+        found.sort(key=lambda e: (e["start"], e["source"]))
+        return found
+
+    # -- host faults -------------------------------------------------------------------------
+    def add_host_fault(self, fault: HostFault) -> None:
+        """Apply at once (instance target, offer_taken on an offer) or queue for creates."""
+        now = self.now()
+        if fault.instance_id is not None:
+            inst = self.instances.get(fault.instance_id)
+            if inst is None:
+                raise FaultError(f"no instance {fault.instance_id}")
+            if fault.kind == "create_stopped":
+                raise FaultError("create_stopped applies to creates, not to an instance")
+            if fault.kind == "outbid" and not inst.is_bid:
+                raise FaultError("outbid applies to interruptible (bid) instances only")
+            start = self.running_from(inst)
+            if fault.kind in ("stuck_loading", "oci_error") and start is not None and start <= now:
+                raise FaultError(f"{fault.kind} needs an instance that is not running yet")
+            self._apply(fault, inst, now)
+            self.sync(now, force=True)
+            return
+        if fault.kind == "offer_taken" and fault.offer_id is not None:
+            index = self.market.index_by_id.get(fault.offer_id)
+            if index is None:
+                raise FaultError(f"no offer {fault.offer_id}")
+            self.available[index] = 0
+            self.taken.add(index)
+            return
+        self.host_faults.append(fault)
+
+    def _take_create_faults(self, offer_id: int, machine_id: int, is_bid: bool) -> list[HostFault]:
+        """The pending faults this create consumes (one of each kind at most)."""
+        taken: list[HostFault] = []
+        for fault in list(self.host_faults):
+            if any(t.kind == fault.kind for t in taken):
+                continue
+            if fault.matches(offer_id, machine_id, is_bid):
+                taken.append(fault)
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.host_faults.remove(fault)
+        return taken
+
+    def _apply(self, fault: HostFault, inst: Instance, now: float) -> None:
+        delay = fault.after_s / self.config.speed
+        if fault.kind == "stuck_loading":
+            inst.stuck = True
+        elif fault.kind == "oci_error":
+            inst.oci_msg = fault.message or OCI_ERROR
+        elif fault.kind == "offline":  # GPU billing ends there (open_span clips at offline_at)
+            inst.offline_at = now + delay
+        elif fault.kind == "outbid":
+            inst.outbid_at = now + delay
+        elif fault.kind == "destroy_ignored":
+            inst.destroy_ignores += fault.times
+        elif fault.kind == "lying_host":
+            inst.lie = {**(inst.lie or {}), **fault.lie}
+            inst.facts_version += 1
+
+    # -- views -------------------------------------------------------------------------------
+    def instance_environment(self, inst: Instance) -> dict[str, str]:
+        """The container's environment: `extra_env` (not the `-p` port entries) and Vast's."""
+        env = {k: v for k, v in inst.extra_env if not k.startswith("-")}
+        env.update(
+            {
+                "VAST_CONTAINERLABEL": f"C.{inst.id}",
+                "CONTAINER_ID": str(inst.id),
+                "PUBLIC_IPADDR": SSH_HOST,
+                "EMULATOR_DISK_GB": f"{inst.disk:g}",
+            }
+        )
+        for name, number in port_map(inst).items():  # as Vast: VAST_TCP_PORT_8080=<host port>
+            port, _, proto = name.partition("/")
+            env[f"VAST_{proto.upper()}_PORT_{port}"] = str(number)
+        return env
+
+    def instance_view(self, instance_id: int) -> dict[str, Any] | None:
+        """Control-side view of one instance: status, faults, money (hosts.py adds SSH)."""
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            return None
+        now = self.now()
+        actual, msg, since = self.status(inst, now)
+        spans = self.spans(inst, now)
+        gpu_s = billing.gpu_seconds(spans, 0.0, now)
+        disk_s = now - inst.created_at
+        return {
+            "id": inst.id,
+            "offer_id": inst.offer_id,
+            "machine_id": inst.machine_id,
+            "label": inst.label,
+            "image": inst.image,
+            "actual_status": actual,
+            "intended_status": inst.intended,
+            "status_msg": msg,
+            "running_since": since,
+            "is_bid": inst.is_bid,
+            "ssh_host": SSH_HOST,
+            "ssh_port": inst.ssh_port,
+            "ssh_keys": [k["public_key"] for k in inst.keys],
+            "env": self.instance_environment(inst),
+            "pull_s": inst.pull_s,
+            "boot_s": inst.boot_s,
+            "image_gb": images.image_gb(inst.image),
+            "faults": {
+                "stuck_loading": inst.stuck,
+                "oci_error": inst.oci_msg is not None,
+                "offline_at": inst.offline_at,
+                "outbid_at": inst.outbid_at,
+                "destroy_ignores": inst.destroy_ignores,
+                "create_stopped": inst.busy,
+                "lying_host": inst.lie,
+            },
+            "billing": {
+                "gpu_rate": inst.usage.gpu_rate,
+                "disk_rate": inst.usage.disk_rate,
+                "gpu_hours": gpu_s / billing.HOUR,
+                "disk_hours": disk_s / billing.HOUR,
+                "cost": billing.cost(inst.usage, spans, 0.0, now, now),
+            },
+        }
 
     def row(self, inst: Instance, now: float) -> dict[str, Any]:
         """The instance object exactly as `GET /instances/{id}/` shows it (all 107 fields)."""
@@ -511,15 +863,8 @@ class EmulatorState:
         )
         ports: dict[str, list[dict[str, str]]] = {}
         if running:
-            container_ports = ["22/tcp"]
-            for key, _ in inst.extra_env:
-                if key.startswith("-p "):
-                    spec = key[3:].strip()
-                    inner = spec.rsplit(":", 1)[-1]
-                    proto = "udp" if inner.endswith("/udp") else "tcp"
-                    container_ports.append(f"{inner.split('/')[0]}/{proto}")
-            for k, name in enumerate(dict.fromkeys(container_ports)):
-                host_port = str(inst.port_start + k)
+            for name, number in port_map(inst).items():
+                host_port = str(number)
                 ports[name] = [
                     {"HostIp": "0.0.0.0", "HostPort": host_port},
                     {"HostIp": "::", "HostPort": host_port},
@@ -536,8 +881,8 @@ class EmulatorState:
                 "credit_balance": None,
                 "credit_discount": None,
                 "cur_state": "stopped" if stopped else "running",
-                "direct_port_end": -1 if stopped else inst.port_start + PORTS_PER_INSTANCE - 1,
-                "direct_port_start": -1 if stopped else inst.port_start,
+                "direct_port_end": -1 if stopped else inst.ssh_port + PORTS_PER_INSTANCE - 1,
+                "direct_port_start": -1 if stopped else inst.ssh_port,
                 "disk_space": inst.disk,
                 "disk_usage": round(min(inst.disk, 2.5 + inst.disk * 0.1), 1) if running else -1,
                 "disk_util": round(min(1.0, (2.5 + inst.disk * 0.1) / inst.disk), 3)
@@ -579,7 +924,7 @@ class EmulatorState:
                 "search": prices["search"],
                 "ssh_host": "127.0.0.1",
                 "ssh_idx": "0",
-                "ssh_port": inst.port_start,
+                "ssh_port": inst.ssh_port,
                 "start_date": inst.created_at,
                 "status_msg": msg,
                 "storage_total_cost": prices["storage_total_cost"],
@@ -615,7 +960,7 @@ class EmulatorState:
                     "is_bid": inst.is_bid,
                     "dph_base": inst.price,
                     "disk": inst.disk,
-                    "ssh_port": inst.port_start,
+                    "ssh_port": inst.ssh_port,
                     "ssh_keys": [k["public_key"] for k in inst.keys],
                     "start_date": inst.created_at,
                 }
@@ -625,8 +970,20 @@ class EmulatorState:
             "offers_available": sum(self.available),
             "instances": instances,
             "ssh_keys": list(self.ssh_keys),
-            "user": {"id": USER_ID, "credit": self.config.credit},
+            "user": {"id": USER_ID, "credit": round(self.credit(now), 4)},
         }
+
+
+def port_map(inst: Instance) -> dict[str, int]:
+    """Container port ("22/tcp", "8080/tcp", ...) -> host port. Only 22/tcp is served (SSH);
+    the `-p` ports are numbered after it, as the API shows them, but nothing listens there."""
+    names = ["22/tcp"]
+    for key, _ in inst.extra_env:
+        if key.startswith("-p "):
+            inner = key[3:].strip().rsplit(":", 1)[-1]
+            proto = "udp" if inner.endswith("/udp") else "tcp"
+            names.append(f"{inner.split('/')[0]}/{proto}")
+    return {name: inst.ssh_port + k for k, name in enumerate(dict.fromkeys(names))}
 
 
 def identity_hash(key: str) -> str:

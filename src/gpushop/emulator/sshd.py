@@ -1,0 +1,234 @@
+"""A real SSH endpoint per running instance (asyncssh), on the port the instance advertises.
+
+- Host key: one ed25519 key per instance, made when it first runs, kept for its life.
+- Auth: public keys only, checked at each attempt against the instance's keys as they are NOW
+  (account keys copied at create / POST /ssh/, keys attached with POST /instances/{id}/ssh/), so
+  attach and detach take effect at once. Any username is accepted; use `root`, as on Vast.ai.
+- Sessions: exec and shell run `/bin/sh -c CMD` (or `/bin/sh -i`) AS THE CURRENT USER in the
+  instance sandbox, stdin/stdout/stderr streamed, exit status (or signal) returned; a pty when
+  the client asks for one. SFTP (and scp) chrooted to the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import struct
+import termios
+from collections.abc import Callable
+from typing import Any
+
+import asyncssh
+
+from gpushop.emulator.sandbox import Sandbox
+
+log = logging.getLogger("gpushop.emulator")
+
+CHUNK = 65536
+ACCEPTED_CLIENT_ENV = ("LANG", "LC_")  # as OpenSSH's default AcceptEnv
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self, endpoint: SshEndpoint) -> None:
+        self._endpoint = endpoint
+        self._conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self._endpoint.connections.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            self._endpoint.connections.discard(self._conn)
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # authentication is always required
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        wanted = key.public_data
+        for text in self._endpoint.authorized_keys():
+            try:
+                if asyncssh.import_public_key(text).public_data == wanted:
+                    return True
+            except (asyncssh.KeyImportError, ValueError):
+                continue
+        return False
+
+
+class SshEndpoint:
+    """The SSH server of one instance; `start` listens on the reserved socket, `close` ends the
+    server and every connection (processes are the sandbox's to kill)."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        host_key: asyncssh.SSHKey,
+        authorized_keys: Callable[[], list[str]],
+        environment: Callable[[], dict[str, str]],
+    ) -> None:
+        self.sandbox = sandbox
+        self.host_key = host_key
+        self.authorized_keys = authorized_keys
+        self.environment = environment
+        self.connections: set[asyncssh.SSHServerConnection] = set()
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self._acceptor is not None
+
+    async def start(self, sock: Any) -> None:
+        sandbox_root = str(self.sandbox.path).encode()
+        self._acceptor = await asyncssh.listen(
+            sock=sock,
+            server_factory=lambda: _Server(self),
+            server_host_keys=[self.host_key],
+            process_factory=self._session,
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=sandbox_root),
+            allow_scp=True,
+            encoding=None,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=True,
+            keepalive_interval=0,
+        )
+
+    def close(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()
+            self._acceptor = None
+        for conn in list(self.connections):
+            conn.abort()
+        self.connections.clear()
+
+    # -- sessions ----------------------------------------------------------------------------
+    async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        command = process.command
+        argv = ["/bin/sh", "-c", command] if command is not None else ["/bin/sh", "-i"]
+        env = self.environment()
+        for name, value in (process.env or {}).items():
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            if key.startswith(ACCEPTED_CLIENT_ENV):
+                env[key] = value.decode() if isinstance(value, bytes) else str(value)
+        peer = process.get_extra_info("peername") or ("127.0.0.1", 0)
+        env["SSH_CLIENT"] = f"{peer[0]} {peer[1]} 22"
+        term = process.term_type
+        try:
+            if term:
+                env["TERM"] = term
+                status = await self._run_pty(process, argv, env)
+            else:
+                status = await self._run_pipes(process, argv, env)
+        except OSError as exc:
+            process.stderr.write(f"emulator: cannot run command: {exc}\n".encode())
+            status = 127
+        except (asyncssh.Error, ConnectionError):
+            return  # the client went away; the sandbox kills leftovers on stop
+        _exit(process, status)
+
+    async def _run_pipes(
+        self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], env: dict[str, str]
+    ) -> int:
+        proc = await self.sandbox.spawn(argv, env)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        feed = asyncio.ensure_future(_feed(process.stdin, proc.stdin))
+        try:
+            await asyncio.gather(
+                _drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr)
+            )
+            return await proc.wait()
+        finally:
+            feed.cancel()
+            self.sandbox.forget(proc.pid)
+
+    async def _run_pty(
+        self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], env: dict[str, str]
+    ) -> int:
+        master, slave = os.openpty()
+        cols, rows, _, _ = process.term_size
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(
+                slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0)
+            )
+        try:
+            proc = await self.sandbox.spawn(argv, env, stdin=slave, stdout=slave, stderr=slave)
+        finally:
+            os.close(slave)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data = os.read(master, CHUNK)
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(master)
+                if not done.done():
+                    done.set_result(None)
+                return
+            process.stdout.write(data)
+
+        loop.add_reader(master, readable)
+
+        async def feed() -> None:
+            while data := await process.stdin.read(CHUNK):
+                os.write(master, data)
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            await done
+            return await proc.wait()
+        finally:
+            feeder.cancel()
+            loop.remove_reader(master)
+            os.close(master)
+            self.sandbox.forget(proc.pid)
+
+
+async def _feed(source: asyncssh.SSHReader[bytes], sink: asyncio.StreamWriter) -> None:
+    """Client stdin -> process stdin, then EOF."""
+    try:
+        while data := await source.read(CHUNK):
+            sink.write(data)
+            await sink.drain()
+    except (ConnectionError, asyncssh.Error):
+        pass
+    finally:
+        with contextlib.suppress(ConnectionError, OSError):
+            sink.close()
+
+
+async def _drain(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
+    """Process output -> the channel, until the process closes it."""
+    while data := await source.read(CHUNK):
+        sink.write(data)
+        await sink.drain()
+
+
+def _exit(process: asyncssh.SSHServerProcess[bytes], status: int) -> None:
+    if status < 0:  # killed by a signal: report it as OpenSSH does (exit-signal)
+        try:
+            name = signal.Signals(-status).name.removeprefix("SIG")
+        except ValueError:
+            name = "KILL"
+        process.exit_with_signal(name)
+    else:
+        process.exit(status)
+
+
+def new_host_key() -> asyncssh.SSHKey:
+    return asyncssh.generate_private_key("ssh-ed25519")

@@ -1,0 +1,284 @@
+"""Rentals end to end: `gpushop up / ps / ssh / down / reconcile` against the emulator, whose
+instances run real SSH servers. Hard cases are made deterministic with the emulator's faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpushop.cli.app import main
+from gpushop.store import Store
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: Any, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(sqlalchemy.text("CREATE SCHEMA public"))
+        engine.dispose()
+    except sqlalchemy.exc.OperationalError:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is required in CI")
+        pytest.skip("PostgreSQL not reachable")
+    return PG_URL
+
+
+@pytest.fixture
+def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    monkeypatch.setenv("VASTAI_URL", emulator.url)
+    monkeypatch.setenv("VASTAI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("GPUSHOP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    return emulator
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def up(capsys: Any, *extra: str) -> dict[str, Any]:
+    code, out, err = cli(
+        capsys, "up", "--min-vram", "24", "--ready-timeout", "20s", "--json", *extra
+    )
+    assert code == 0, err
+    return json.loads(out)
+
+
+def instances(emu: Any) -> list[dict[str, Any]]:
+    return list(emu.control.state()["instances"])
+
+
+def store() -> Store:
+    return Store.open(os.environ["GPUSHOP_DB_URL"])
+
+
+def test_up_ssh_down_on_both_databases(
+    env: Any, capsys: Any, db_url: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("GPUSHOP_DB_URL", db_url)
+    rental = up(capsys)
+    assert rental["state"] == "ready" and rental["ssh_port"] and rental["ssh_user"] == "root"
+    assert rental["label"].startswith("gpushop-") and rental["rental_id"] in rental["label"]
+    [inst] = instances(env)
+    assert str(inst["id"]) == rental["instance_id"]
+    code, out, _ = cli(capsys, "ssh", rental["rental_id"], "--", "echo", "hello-from-$HOSTNAME")
+    assert code == 0 and "hello-from" in out
+    code, out, _ = cli(capsys, "ps", "--json")
+    assert [r["rental_id"] for r in json.loads(out)] == [rental["rental_id"]]
+    code, out, _ = cli(capsys, "down", rental["rental_id"], "--json")
+    assert code == 0 and json.loads(out)[0]["state"] == "released"
+    assert instances(env) == []
+    with store() as s:
+        states = [e.new_state for e in s.events(rental["rental_id"]) if e.kind == "transition"]
+    assert [str(x) for x in states] == [
+        "requested",
+        "creating",
+        "provisioning",
+        "ready",
+        "releasing",
+        "released",
+    ]
+
+
+def test_a_lost_create_response_does_not_rent_twice(env: Any, capsys: Any) -> None:
+    env.control.fault("PUT /api/v0/asks/{id}/", "drop", count=1)
+    rental = up(capsys)
+    assert rental["state"] == "ready"
+    assert len(instances(env)) == 1
+    assert env.control.request_count("PUT /api/v0/asks/{id}/") == 1
+    with store() as s:
+        notes = [e.reason for e in s.events(rental["rental_id"])]
+    assert any("found the instance by its label" in n for n in notes)
+
+
+def test_a_lying_host_is_replaced_and_blocklisted(env: Any, capsys: Any) -> None:
+    env.control.lying_host(cuda=11.2, count=1)
+    rental = up(capsys)
+    assert rental["state"] == "ready"
+    assert len(instances(env)) == 1  # the liar was released
+    with store() as s:
+        failed = [r for r in s.list() if str(r.state) == "failed"]
+        assert len(failed) == 1 and failed[0].machine_id
+        from datetime import UTC, datetime
+
+        assert failed[0].machine_id in s.blocked_hosts("vastai", datetime.now(UTC))
+
+
+def test_a_stuck_loading_host_is_replaced_by_the_next_offer(env: Any, capsys: Any) -> None:
+    env.control.stuck_loading(count=1)
+    code, _, err = cli(capsys, "up", "--min-vram", "24", "--ready-timeout", "3s", "--json")
+    assert code == 0, err
+    assert "not ready after 3s" in err and "trying the next offer" in err
+    assert len(instances(env)) == 1
+
+
+def test_created_stopped_is_destroyed_and_the_next_offer_used(env: Any, capsys: Any) -> None:
+    env.control.create_stopped(count=1)
+    rental = up(capsys)
+    assert rental["state"] == "ready" and len(instances(env)) == 1
+
+
+def test_budget_refusal_rents_nothing(env: Any, capsys: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("GPUSHOP_BUDGET_USD", "0.05")
+    code, _, err = cli(capsys, "up", "--min-vram", "24")
+    assert code == 5 and "GPUSHOP_BUDGET_USD" in err
+    assert instances(env) == []
+    assert env.control.request_count("PUT /api/v0/asks/{id}/") == 0
+
+
+def test_max_duration_expiry_is_enforced_by_reconcile(env: Any, capsys: Any) -> None:
+    rental = up(capsys, "--max-duration", "2s")
+    time.sleep(2.2)
+    code, out, _ = cli(capsys, "reconcile", "--json")
+    report = json.loads(out)
+    assert code == 0 and [a["kind"] for a in report["actions"]] == ["expired"]
+    assert instances(env) == []
+    with store() as s:
+        assert str(s.get(rental["rental_id"]).state) == "released"  # type: ignore[union-attr]
+
+
+def test_a_destroy_that_needs_a_retry(env: Any, capsys: Any) -> None:
+    rental = up(capsys)
+    env.control.destroy_ignored(times=1, instance_id=int(rental["instance_id"]))
+    code, _, err = cli(capsys, "down", rental["rental_id"])
+    assert code == 0, err
+    assert instances(env) == []
+    with store() as s:
+        assert any("destroy took 2 calls" in e.reason for e in s.events(rental["rental_id"]))
+
+
+def test_reconcile_destroys_orphans_and_never_touches_foreign_instances(
+    env: Any, capsys: Any
+) -> None:
+    import httpx
+
+    rental = up(capsys)
+    offers = httpx.post(f"{env.url}/api/v0/bundles/", json={"limit": 50}).json()["offers"]
+    auth = {"Authorization": f"Bearer {env.api_key}"}
+    used = {i["machine_id"] for i in instances(env)}
+    free = [o for o in offers if o["machine_id"] not in used]
+    foreign = httpx.put(
+        f"{env.url}/api/v0/asks/{free[0]['id']}/",
+        json={"image": "x", "label": "someone-elses-job"},
+        headers=auth,
+    ).json()
+    other_install = httpx.put(
+        f"{env.url}/api/v0/asks/{free[1]['id']}/",
+        json={"image": "x", "label": "gpushop-zzz999-r0000000001"},
+        headers=auth,
+    ).json()
+    ours_orphan = httpx.put(
+        f"{env.url}/api/v0/asks/{free[2]['id']}/",
+        json={"image": "x", "label": rental["label"].rsplit("-", 1)[0] + "-r0000000042"},
+        headers=auth,
+    ).json()
+    code, out, _ = cli(capsys, "reconcile", "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert [(a["kind"], a["instance_id"]) for a in report["actions"]] == [
+        ("destroy_orphan", str(ours_orphan["new_contract"]))
+    ]
+    left = {i["id"] for i in instances(env)}
+    assert left == {
+        int(rental["instance_id"]),
+        foreign["new_contract"],
+        other_install["new_contract"],
+    }
+    _, out, _ = cli(capsys, "reconcile", "--json")  # idempotent
+    assert json.loads(out)["actions"] == []
+
+
+def test_two_reconcilers_do_not_fight(env: Any, capsys: Any) -> None:
+    with store() as s, s.reconcile_lock():
+        proc = subprocess.run(
+            [sys.executable, "-m", "gpushop", "reconcile", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=os.environ.copy(),
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["skipped"] == "another reconcile is running"
+
+
+def _spawn_up(*extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpushop", "up", "--min-vram", "24", "--json", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+
+
+def _wait_for(cond: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigterm_during_up_releases_what_was_created(env: Any) -> None:
+    env.control.stuck_loading(count=1)
+    proc = _spawn_up("--ready-timeout", "10m")
+    _wait_for(lambda: len(instances(env)) == 1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "released" in err
+    assert instances(env) == []
+
+
+def test_two_racing_ups_end_ready_on_different_offers(env: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("GPUSHOP_SEED", "7")  # both pick the same first offer
+    procs = [_spawn_up("--ready-timeout", "30s") for _ in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    assert {r["state"] for r in results} == {"ready"}
+    assert results[0]["instance_id"] != results[1]["instance_id"]
+    assert len(instances(env)) == 2
+
+
+def test_kill_9_while_the_create_answer_is_held_then_reconcile_destroys_the_orphan(
+    env: Any, capsys: Any
+) -> None:
+    # act, then hold the answer: the instance exists but `up` never learns its id
+    env.control.fault("PUT /api/v0/asks/{id}/", "drop", count=1, latency_s=30)
+    proc = _spawn_up("--ready-timeout", "30s")
+    _wait_for(lambda: len(instances(env)) == 1)
+    proc.kill()  # SIGKILL: no cleanup can run
+    proc.communicate(timeout=10)
+    assert len(instances(env)) == 1  # left behind, labelled
+    with store() as s:
+        [rental] = s.list()
+        assert str(rental.state) == "creating" and rental.instance_id is None
+    code, out, _ = cli(capsys, "reconcile", "--json")
+    report = json.loads(out)
+    assert code == 0, report
+    assert [a["kind"] for a in report["actions"]] == ["abandoned"]
+    assert instances(env) == []
+    with store() as s:
+        assert str(s.get(rental.id).state) == "failed"  # type: ignore[union-attr]
