@@ -282,3 +282,31 @@ def test_kill_9_while_the_create_answer_is_held_then_reconcile_destroys_the_orph
     assert instances(env) == []
     with store() as s:
         assert str(s.get(rental.id).state) == "failed"  # type: ignore[union-attr]
+
+
+def test_interruptible_bids_above_min_bid_and_an_outbid_rental_is_released(
+    env: Any, capsys: Any
+) -> None:
+    rental = up(capsys, "--interruptible")
+    inst = env.control.instance(int(rental["instance_id"]))
+    shown = next(i for i in instances(env) if str(i["id"]) == rental["instance_id"])
+    assert shown["is_bid"] is True  # never silently on demand
+    kept = up(capsys, "--interruptible", "--keep-interrupted")
+    env.control.outbid(instance_id=int(rental["instance_id"]))
+    env.control.outbid(instance_id=int(kept["instance_id"]))
+    code, out, _ = cli(capsys, "reconcile", "--json")
+    kinds = sorted((a["rental_id"], a["kind"]) for a in json.loads(out)["actions"])
+    assert code == 0 and kinds == sorted(
+        [(rental["rental_id"], "outbid"), (kept["rental_id"], "outbid")]
+    )
+    with store() as s:
+        assert str(s.get(rental["rental_id"]).state) == "released"  # type: ignore[union-attr]
+        assert str(s.get(kept["rental_id"]).state) == "interrupted"  # type: ignore[union-attr]
+    assert [str(i["id"]) for i in instances(env)] == [kept["instance_id"]]
+    assert inst["id"] == int(rental["instance_id"])
+
+
+def test_a_max_price_below_the_market_rents_nothing(env: Any, capsys: Any) -> None:
+    code, _, err = cli(capsys, "up", "--interruptible", "--gpu", "H100", "--max-price", "0.05")
+    assert code == 6 and "no offer matches" in err
+    assert instances(env) == []

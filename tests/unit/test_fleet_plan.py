@@ -222,3 +222,17 @@ def test_a_detached_no_wait_rental_is_not_abandoned_but_still_expires() -> None:
     )
     result = run([kept, late, gone], [inst("1", lbl(kept.id)), inst("2", lbl(late.id))])
     assert result == [(Kind.EXPIRED, "2", late.id), (Kind.GHOST, "3", gone.id)]
+
+
+def test_the_default_bid_is_just_above_min_bid_and_never_above_the_cap() -> None:
+    from gpushop.errors import OfferUnavailable
+    from gpushop.fleet.provision import UpOptions, choose_bid
+    from gpushop.models import OfferQuery
+
+    o = offer("1", 0.30, 0.99, min_bid=0.20, storage_price_per_hour=0.01)
+    q = OfferQuery(interruptible=True)
+    assert choose_bid(o, UpOptions(query=q)) == pytest.approx(0.2105, abs=1e-4)
+    assert choose_bid(o, UpOptions(query=q, bid_price=0.25)) == 0.25
+    assert choose_bid(o, UpOptions(query=q, price_cap=0.215)) == pytest.approx(0.205)
+    with pytest.raises(OfferUnavailable):
+        choose_bid(o, UpOptions(query=q, price_cap=0.15))

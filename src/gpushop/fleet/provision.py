@@ -128,6 +128,7 @@ class Provisioner:
 
     async def _attempt(self, offer: Offer, opts: UpOptions, progress: Progress) -> Rental:
         provider = self.providers[offer.provider]
+        bid = choose_bid(offer, opts) if opts.query.interruptible else None
         await provider.ensure_ssh_key(self.keypair.public_key)
         rental = self.store.new_rental(
             provider=offer.provider,
@@ -137,12 +138,13 @@ class Provisioner:
             offer_id=offer.offer_id,
             gpu_name=offer.gpu_name,
             num_gpus=offer.num_gpus,
-            price_per_hour=offer.price_per_hour,
+            # an interruptible rental pays its bid (plus storage), not the offer's minimum
+            price_per_hour=(bid + offer.storage_price_per_hour) if bid else offer.price_per_hour,
             disk_gb=opts.query.disk_gb,
             image=opts.image,
             template_hash=opts.template_hash,
             interruptible=opts.query.interruptible,
-            bid_price=opts.bid_price,
+            bid_price=bid,
             keep_interrupted=opts.keep_interrupted,
             machine_id=offer.machine_id,
             details={"storage_per_hour": offer.storage_price_per_hour, "offer": offer.id},
@@ -160,6 +162,7 @@ class Provisioner:
     async def _create_and_wait(
         self, rental: Rental, offer: Offer, provider: Provider, opts: UpOptions, progress: Progress
     ) -> Rental:
+        bid = rental.bid_price
         rental = self.store.transition(rental.id, RentalState.CREATING, "create sent")
         request = CreateRequest(
             offer_id=offer.offer_id,
@@ -170,7 +173,7 @@ class Provisioner:
             env=opts.env,
             ports=opts.ports,
             onstart=opts.onstart,
-            bid_price=opts.bid_price if opts.query.interruptible else None,
+            bid_price=bid,
         )
         created_at = time.monotonic()
         try:
@@ -299,6 +302,27 @@ class Provisioner:
 
 class HostLied(GpushopError):
     pass
+
+
+BID_MARGIN = 1.05  # just above the current minimum, so a small move does not outbid us at once
+
+
+def choose_bid(offer: Offer, opts: UpOptions) -> float:
+    """The bid for an interruptible rental: ``--bid``, else just above the offer's minimum bid,
+    never above the max bid (``VASTAI_MAX_BID_PER_HOUR`` / ``--max-price``). Never None: a bid
+    search followed by a create without a price would silently rent on demand (anchors, 13)."""
+    if opts.bid_price is not None:
+        bid = opts.bid_price
+    elif offer.min_bid is not None:
+        bid = round(offer.min_bid * BID_MARGIN + 0.0005, 4)
+    else:
+        raise OfferUnavailable(f"{offer.id} has no minimum bid: not interruptible")
+    if opts.price_cap is not None:
+        cap = opts.price_cap - offer.storage_price_per_hour
+        if offer.min_bid is not None and cap < offer.min_bid:
+            raise OfferUnavailable(f"{offer.id}: its minimum bid is above the max bid")
+        bid = min(bid, cap)
+    return bid
 
 
 def summary(rental: Rental) -> dict[str, Any]:
