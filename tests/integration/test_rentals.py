@@ -310,3 +310,17 @@ def test_a_max_price_below_the_market_rents_nothing(env: Any, capsys: Any) -> No
     code, _, err = cli(capsys, "up", "--interruptible", "--gpu", "H100", "--max-price", "0.05")
     assert code == 6 and "no offer matches" in err
     assert instances(env) == []
+
+
+def test_costs_after_a_rental(env: Any, capsys: Any) -> None:
+    rental = up(capsys)
+    time.sleep(1.0)
+    assert cli(capsys, "down", rental["rental_id"])[0] == 0
+    code, out, err = cli(capsys, "costs", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["total_usd"] > 0
+    assert set(data["by_gpu"]) == {rental["gpu_name"]}
+    assert set(data["by_rental"]) == {rental["rental_id"]}
+    assert "vastai" in data["billed_by_provider"]
+    assert cli(capsys, "costs", "--days", "0")[0] == 2

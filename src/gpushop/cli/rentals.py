@@ -432,6 +432,60 @@ def ssh_cmd(
     )
 
 
+def costs(
+    days: Annotated[
+        int | None, typer.Option("--days", help="The last N days (default: this month).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What your rentals cost, by day, GPU model and provider, against what was billed."""
+    from datetime import timedelta
+
+    from gpushop.fleet.costs_report import add_charges, summarize
+    from gpushop.fleet.money import month_window
+
+    if days is not None and days < 1:
+        raise UsageError("--days must be at least 1")
+    now = datetime.now(UTC)
+    start, end = month_window(now)
+    if days is not None:
+        start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = now
+    cfg = settings()
+
+    async def go() -> dict[str, Any]:
+        from gpushop.models import Feature
+        from gpushop.shop import Shop
+
+        async with Shop(cfg) as shop:
+            rentals = shop.store.list()
+            report = summarize(rentals, start, min(end, now), now)
+            for name, provider in shop.provider_map().items():
+                if not provider.has_credentials or not provider.supports(Feature.CHARGES):
+                    continue
+                try:
+                    rows = await provider.charges(start.timestamp(), now.timestamp())
+                except GpushopError as exc:
+                    warn(f"cannot compare with {provider.display_name}'s charges: {exc}")
+                    continue
+                ours = {r.instance_id for r in rentals if r.provider == name and r.instance_id}
+                add_charges(report, name, rows, ours)
+            return report.as_json()
+
+    data = run_async(go())
+    if as_json:
+        print_json(data)
+        return
+    print(f"Costs {data['start'][:10]} .. {data['end'][:16]}: ${data['total_usd']:.2f}")
+    for title, key in (("by day", "by_day"), ("by GPU", "by_gpu"), ("by provider", "by_provider")):
+        if data[key]:
+            print(f"  {title}: " + ", ".join(f"{k} ${v:.2f}" for k, v in data[key].items()))
+    if data["billed_by_provider"]:
+        for name, billed in data["billed_by_provider"].items():
+            ours = data["by_provider"].get(name, 0.0)
+            print(f"  {name} billed ${billed:.2f} for our instances (we count ${ours:.2f})")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(ps)
@@ -440,3 +494,4 @@ def register(app: typer.Typer) -> None:
     app.command()(stop)
     app.command()(start)
     app.command("reconcile")(reconcile_cmd)
+    app.command()(costs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from gpushop.models import CreateRequest, Feature, Instance, Offer, OfferQuery, SortKey
 
@@ -56,6 +56,10 @@ class Provider(Protocol):
 
     async def set_state(self, instance_id: str, state: str) -> bool:
         """Start ("running") or stop ("stopped"); False when the provider queued it."""
+        ...
+
+    async def charges(self, start: float, end: float) -> list[dict[str, Any]]:
+        """What the provider billed per instance between two epochs (``Feature.CHARGES``)."""
         ...
 
     async def ensure_ssh_key(self, public_key: str) -> None:
