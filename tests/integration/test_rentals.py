@@ -324,3 +324,23 @@ def test_costs_after_a_rental(env: Any, capsys: Any) -> None:
     assert set(data["by_rental"]) == {rental["rental_id"]}
     assert "vastai" in data["billed_by_provider"]
     assert cli(capsys, "costs", "--days", "0")[0] == 2
+
+
+def test_the_on_instance_watchdog_stops_the_instance_with_no_gpushop_running(
+    env: Any, capsys: Any
+) -> None:
+    rental = up(capsys, "--max-duration", "1s", "--watchdog-grace", "1s")
+    # `up` has returned: no gpushop process is left; the instance must stop by itself
+    iid = int(rental["instance_id"])
+
+    def stopped() -> bool:
+        shown = next(i for i in instances(env) if i["id"] == iid)
+        return shown["intended_status"] == "stopped"
+
+    _wait_for(stopped, timeout=20)
+    env_seen = env.control.instance(iid)["env"]
+    assert "CONTAINER_API_KEY" in env_seen  # the provider's own instance-scoped key
+    assert env.api_key not in json.dumps(env_seen)  # never the account's key
+    code, out, _ = cli(capsys, "reconcile", "--json")  # the next reconcile deletes it
+    assert code == 0 and [a["kind"] for a in json.loads(out)["actions"]] == ["expired"]
+    assert instances(env) == []

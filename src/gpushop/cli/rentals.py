@@ -78,6 +78,13 @@ def up(
         bool, typer.Option("--keep-interrupted", help="Do not release when outbid.")
     ] = False,
     attempts: Annotated[int, typer.Option("--attempts", help="Offers to try at most.")] = 3,
+    watchdog_grace: Annotated[
+        str,
+        typer.Option(
+            "--watchdog-grace",
+            help="The instance stops itself this long after --max-duration ('off': never).",
+        ),
+    ] = "10m",
     ready_timeout: Annotated[
         str, typer.Option("--ready-timeout", help="Loading timeout per offer.")
     ] = "15m",
@@ -121,6 +128,7 @@ def up(
         max_attempts=attempts,
         ready_timeout_s=parse_duration(ready_timeout),
         wait=wait,
+        watchdog_grace_s=None if watchdog_grace == "off" else parse_duration(watchdog_grace),
         bid_price=bid,
         keep_interrupted=keep_interrupted,
         budget_usd=cfg.gpushop_budget_usd,

@@ -35,6 +35,7 @@ log = logging.getLogger("gpushop.emulator")
 LOG_SIZE = 500
 AUTH_MISSING = {"success": False, "error": "auth_error", "msg": "This action requires login."}
 AUTH_INVALID = {"success": False, "error": "auth_error", "msg": "Invalid user key"}
+INSTANCE_KEY_ROUTES = frozenset({"show_instance", "manage_instance"})
 DROPPED_MESSAGE = "ASGI callable returned without completing response."
 
 
@@ -195,6 +196,12 @@ class Emulator:
                     {"Retry-After": retry_after_value(wait)} if state.config.retry_after else None
                 )
                 return 429, limit_body(call.endpoint), headers
+        if (
+            not call.key_valid
+            and route.name in INSTANCE_KEY_ROUTES
+            and state.is_instance_key(key, call.params.get("id"))
+        ):
+            call.key_valid = True  # an instance's own key may show and start/stop it
         if route.auth in ("required", "login"):
             if key is None:
                 return 403, dict(AUTH_MISSING), None

@@ -162,6 +162,9 @@ class Instance:
     destroy_ignores: int = 0
     lie: dict[str, Any] | None = None
     facts_version: int = 0  # bumped when what nvidia-smi reports changes
+    # Vast injects a key limited to this instance as CONTAINER_API_KEY (docs: hello-world);
+    # it may manage this instance only, so an on-instance watchdog can stop itself
+    api_key: str = ""
 
 
 def parse_env(value: Any) -> list[list[str]]:
@@ -253,6 +256,13 @@ class EmulatorState:
 
     def is_key(self, key: str | None) -> bool:
         return key is not None and key == self.config.api_key
+
+    def is_instance_key(self, key: str | None, instance_id: str | None) -> bool:
+        """The instance-scoped key of that very instance (CONTAINER_API_KEY)."""
+        if key is None or instance_id is None or not instance_id.isdigit():
+            return False
+        inst = self.instances.get(int(instance_id))
+        return inst is not None and bool(inst.api_key) and key == inst.api_key
 
     def rented_machines(self) -> frozenset[int]:
         return frozenset(inst.machine_id for inst in self.instances.values())
@@ -497,11 +507,12 @@ class EmulatorState:
         for fault in faults:
             if fault.kind != "create_stopped":
                 self._apply(fault, inst, now)
+        inst.api_key = self._hex(64)
         return {
             # created but stopped (bid below min_bid, or busy): HTTP 200 with success false
             "success": not (outbid or busy),
             "new_contract": inst.id,
-            "instance_api_key": self._hex(64),
+            "instance_api_key": inst.api_key,
         }
 
     def _plan_loading(self, inst: Instance) -> None:
@@ -797,6 +808,7 @@ class EmulatorState:
             {
                 "VAST_CONTAINERLABEL": f"C.{inst.id}",
                 "CONTAINER_ID": str(inst.id),
+                "CONTAINER_API_KEY": inst.api_key,
                 "PUBLIC_IPADDR": SSH_HOST,
                 "EMULATOR_DISK_GB": f"{inst.disk:g}",
             }

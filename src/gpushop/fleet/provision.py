@@ -61,6 +61,9 @@ class UpOptions:
     budget_usd: float | None = None
     price_cap: float | None = None
     verify_host: bool = True
+    # the on-instance watchdog stops the instance at max duration + this grace, even when no
+    # gpushop process is left to do it (a closed laptop); None disables it
+    watchdog_grace_s: float | None = 600.0
 
 
 Progress = Callable[[str], None]
@@ -172,7 +175,7 @@ class Provisioner:
             template_hash=opts.template_hash,
             env=opts.env,
             ports=opts.ports,
-            onstart=opts.onstart,
+            onstart=with_watchdog(provider, opts),
             bid_price=bid,
         )
         created_at = time.monotonic()
@@ -302,6 +305,16 @@ class Provisioner:
 
 class HostLied(GpushopError):
     pass
+
+
+def with_watchdog(provider: Provider, opts: UpOptions) -> str | None:
+    """The instance's start script: the watchdog first (so a failing user script cannot skip
+    it), then the user's own."""
+    guard = None
+    if opts.watchdog_grace_s is not None:
+        guard = provider.self_stop_script(opts.max_duration_s + opts.watchdog_grace_s)
+    parts = [p for p in (guard, opts.onstart) if p]
+    return "\n".join(parts) or None
 
 
 BID_MARGIN = 1.05  # just above the current minimum, so a small move does not outbid us at once

@@ -58,6 +58,11 @@ class Provider(Protocol):
         """Start ("running") or stop ("stopped"); False when the provider queued it."""
         ...
 
+    def self_stop_script(self, after_s: float) -> str | None:
+        """A shell line that, run on the instance at start, stops the instance after
+        ``after_s`` seconds with no key of ours on it (None: the provider has no way)."""
+        ...
+
     async def charges(self, start: float, end: float) -> list[dict[str, Any]]:
         """What the provider billed per instance between two epochs (``Feature.CHARGES``)."""
         ...

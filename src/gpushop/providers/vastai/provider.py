@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 import httpx
@@ -220,6 +221,18 @@ class VastAIProvider:
         )
         key = (data or {}).get("key")
         return key if isinstance(key, dict) else {}
+
+    def self_stop_script(self, after_s: float) -> str | None:
+        """Vast injects a key limited to the instance itself (``CONTAINER_API_KEY``): enough to
+        stop it, and nothing else of the account. If the call fails, stopping PID 1 ends the
+        container. Runs detached, in the background of the instance's start."""
+        url = f"{self.url}/api/v0/instances/${{CONTAINER_ID:-${{VAST_CONTAINERLABEL#C.}}}}/"
+        call = (
+            f'curl -fsS -m 30 -X PUT -H "Authorization: Bearer $CONTAINER_API_KEY"'
+            f' -H "Content-Type: application/json" -d \'{{"state": "stopped"}}\' "{url}"'
+        )
+        script = f"sleep {int(after_s)}; {call} || kill -TERM 1"
+        return f"nohup sh -c {shlex.quote(script)} >/dev/null 2>&1 &"
 
     async def ensure_ssh_key(self, public_key: str) -> None:
         """Account keys are installed on every new instance (and, per the docs, current ones)."""
