@@ -37,6 +37,8 @@ class Shop:
                     url=self.settings.vastai_url,
                     api_key=key.get_secret_value() if key else None,
                     transport=self._transport,
+                    # every gpushop process on this machine queues for the same limits
+                    shared_limits_dir=cache_dir() / "ratelimit",
                 )
             ]
         return self._providers

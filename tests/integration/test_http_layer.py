@@ -108,7 +108,10 @@ async def test_client_side_limiter_keeps_us_under_the_real_limits(make_emulator:
     emu = make_emulator(rate_limit=True)
     # without our limiter, three searches in a row meet the server's limit (burst 2, then 2 s)
     bare = VastAIProvider(
-        url=emu.url, api_key=emu.api_key, retry=RetryPolicy(attempts=1), rate_limit=False
+        url=emu.url,
+        api_key=emu.api_key,
+        retry=RetryPolicy(attempts=1, rate_limit_budget_s=0),
+        rate_limit=False,
     )
     with pytest.raises(errors.RateLimited):
         for _ in range(3):
@@ -143,3 +146,32 @@ async def test_instance_lifecycle_through_the_provider(emulator: Any) -> None:
     assert await p.get_instance(created.instance_id) is None
     assert await p.destroy_instance(created.instance_id) is False
     await p.aclose()
+
+
+async def test_processes_sharing_a_key_queue_for_its_limits_instead_of_colliding(
+    make_emulator: Any, tmp_path: Any
+) -> None:
+    import asyncio
+
+    emu = make_emulator(rate_limit=True)
+
+    async def burst(shared: bool) -> list[int]:
+        emu.control.reset()
+        # two clients with the same key, as two gpushop processes would be
+        clients = [
+            VastAIProvider(
+                url=emu.url,
+                api_key=emu.api_key,
+                shared_limits_dir=tmp_path / "limits" if shared else None,
+            )
+            for _ in range(2)
+        ]
+        await asyncio.gather(*(c.list_instances() for c in clients for _ in range(2)))
+        for c in clients:
+            await c.aclose()
+        return [r["status"] for r in emu.control.requests()]
+
+    apart = await burst(shared=False)
+    assert 429 in apart  # each paces itself, yet together they pass the server's limit
+    together = await burst(shared=True)
+    assert together == [200, 200, 200, 200]  # one queue: no 429 at all

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +39,9 @@ class RetryPolicy:
     connect_attempts: int = 3  # a refused connection usually means down: fail sooner
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
+    # A 429 proves nothing was done, and several processes sharing one key queue behind each
+    # other's limits: keep retrying 429s for this long rather than a fixed number of times.
+    rate_limit_budget_s: float = 180.0
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter (half to full), so concurrent clients spread out."""
@@ -78,6 +82,7 @@ class HttpClient:
         timeout: httpx.Timeout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str = "gpushop",
+        shared_limits_dir: Path | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.provider = provider
@@ -86,7 +91,7 @@ class HttpClient:
         self.public_url = (public_url or base_url).rstrip("/")
         self._token = token
         self._map_error = error_mapper
-        self.limiter = RateLimiter(limits or {}, default_limit)
+        self.limiter = RateLimiter(limits or {}, default_limit, shared_limits_dir)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._client = httpx.AsyncClient(
@@ -135,6 +140,7 @@ class HttpClient:
         if auth and self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         attempt = 0
+        first_try = time.monotonic()
         while True:
             await self.limiter.acquire(endpoint)
             started = time.perf_counter()
@@ -191,6 +197,18 @@ class HttpClient:
                 idempotent and response.status_code in RETRY_STATUSES
             )
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if (
+                isinstance(error, RateLimited)
+                and not isinstance(error, QuotaExceeded)
+                and time.monotonic() - first_try < self.retry.rate_limit_budget_s
+                and (retry_after is None or retry_after <= MAX_RETRY_AFTER_S)
+            ):
+                # within the budget a 429 does not use up an attempt
+                await self._sleep(
+                    retry_after if retry_after is not None else self.retry.backoff(min(attempt, 4))
+                )
+                attempt = min(attempt + 1, 4)
+                continue
             if retry_ok and await self._should_retry(attempt, error, endpoint, retry_after):
                 attempt += 1
                 continue

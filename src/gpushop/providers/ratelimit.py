@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,25 +61,95 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """Buckets keyed by endpoint template ("POST /bundles/"), not by id."""
+    """Buckets keyed by endpoint template ("POST /bundles/"), not by id. With ``shared_dir``
+    the buckets are shared by every process using the same directory (see SharedTokenBucket)."""
 
-    def __init__(self, limits: dict[str, EndpointLimit], default: EndpointLimit | None) -> None:
+    def __init__(
+        self,
+        limits: dict[str, EndpointLimit],
+        default: EndpointLimit | None,
+        shared_dir: Path | None = None,
+    ) -> None:
         self._limits = limits
         self._default = default
-        self._buckets: dict[str, TokenBucket] = {}
+        self._shared_dir = shared_dir
+        self._buckets: dict[str, TokenBucket | SharedTokenBucket] = {}
         self.enabled = True
 
-    def bucket(self, endpoint: str) -> TokenBucket | None:
+    def bucket(self, endpoint: str) -> TokenBucket | SharedTokenBucket | None:
         if not self.enabled:
             return None
         if endpoint not in self._buckets:
             limit = self._limits.get(endpoint, self._default)
             if limit is None:
                 return None
-            self._buckets[endpoint] = TokenBucket(limit)
+            if self._shared_dir is not None:
+                name = hashlib.sha256(endpoint.encode()).hexdigest()[:16]
+                self._buckets[endpoint] = SharedTokenBucket(limit, self._shared_dir / name)
+            else:
+                self._buckets[endpoint] = TokenBucket(limit)
         return self._buckets[endpoint]
 
     async def acquire(self, endpoint: str) -> None:
         bucket = self.bucket(endpoint)
         if bucket is not None:
             await bucket.acquire()
+
+
+class SharedTokenBucket:
+    """A token bucket shared by every gpushop process on this machine using the same key.
+
+    The state (tokens, time) lives in a small file updated under ``flock``. Tokens may go below
+    zero: a caller that finds none reserves the next slot and sleeps until it, so concurrent
+    processes queue for the provider's limit instead of colliding at it (no 429s).
+    """
+
+    def __init__(self, limit: EndpointLimit, path: Path) -> None:
+        self.limit = limit
+        self.path = path
+
+    def _reserve(self) -> float:
+        """Take a token (possibly a future one); returns how long to wait for it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.read(fd, 256).decode(errors="replace").split()
+            now = time.time()
+            try:
+                tokens, updated = float(raw[0]), float(raw[1])
+            except (IndexError, ValueError):
+                tokens, updated = float(self.limit.burst), now
+            if self.limit.interval_s > 0:
+                tokens = min(
+                    float(self.limit.burst), tokens + (now - updated) / self.limit.interval_s
+                )
+            else:
+                tokens = float(self.limit.burst)
+            tokens -= 1.0
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{tokens:.6f} {now:.6f}".encode())
+        finally:
+            os.close(fd)  # closing releases the lock
+        return max(0.0, -tokens * self.limit.interval_s)
+
+    async def acquire(self) -> None:
+        wait = await asyncio.to_thread(self._reserve)
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def drain(self) -> None:
+        """After a 429 the server's bucket is empty: make the shared one agree."""
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                raw = os.read(fd, 256).decode(errors="replace").split()
+                tokens = min(0.0, float(raw[0])) if raw else 0.0
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{tokens:.6f} {time.time():.6f}".encode())
+            finally:
+                os.close(fd)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,21 +19,24 @@ from gpushop.providers.ratelimit import EndpointLimit
 from gpushop.providers.vastai import mapping, query
 from gpushop.providers.vastai.errors import map_error
 
-# Client-side limits from the reference's thresholds (seconds between calls, small burst), the
-# search ones with a 10 % margin for clock drift, so that we rarely meet a 429 at all.
-LIMITS: dict[str, EndpointLimit] = {
-    "POST /bundles/": EndpointLimit(2.2, 2),
-    "GET /bundles/": EndpointLimit(1.4, 1),
-    "PUT /asks/{id}/": EndpointLimit(4.5, 1),
-    "GET /api/v1/instances/": EndpointLimit(1.0, 2),
-    "GET /instances/{id}/": EndpointLimit(2.0, 2),
-    "PUT /instances/{id}/": EndpointLimit(1.0, 2),
-    "DELETE /instances/{id}/": EndpointLimit(3.0, 2),
-    "GET /ssh/": EndpointLimit(1.0, 2),
-    "POST /ssh/": EndpointLimit(1.0, 2),
-    "GET /users/current/": EndpointLimit(1.0, 2),
+# The reference's thresholds (seconds between calls per key) with a small burst; the client
+# paces itself 15 % slower than the server, so clock drift and scheduling jitter do not turn an
+# on-time call into a 429.
+THRESHOLDS: dict[str, tuple[float, int]] = {
+    "POST /bundles/": (2.0, 2),
+    "GET /bundles/": (1.25, 1),
+    "PUT /asks/{id}/": (4.5, 1),
+    "GET /api/v1/instances/": (1.0, 2),
+    "GET /instances/{id}/": (2.0, 2),
+    "PUT /instances/{id}/": (1.0, 2),
+    "DELETE /instances/{id}/": (3.0, 2),
+    "GET /ssh/": (1.0, 2),
+    "POST /ssh/": (1.0, 2),
+    "GET /users/current/": (1.0, 2),
 }
-DEFAULT_LIMIT = EndpointLimit(1.0, 2)
+MARGIN = 1.15
+LIMITS = {ep: EndpointLimit(t * MARGIN, burst) for ep, (t, burst) in THRESHOLDS.items()}
+DEFAULT_LIMIT = EndpointLimit(1.0 * MARGIN, 2)
 _FEATURES = frozenset(
     {Feature.INTERRUPTIBLE, Feature.LABELS, Feature.TEMPLATES, Feature.SSH_KEYS, Feature.CHARGES}
 )
@@ -49,8 +54,13 @@ class VastAIProvider:
         transport: httpx.AsyncBaseTransport | None = None,
         retry: RetryPolicy | None = None,
         rate_limit: bool = True,
+        shared_limits_dir: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        if shared_limits_dir is not None:
+            # one queue per server and key: the provider limits per key, not per process
+            ident = hashlib.sha256(f"{self.url}|{api_key or ''}".encode()).hexdigest()[:16]
+            shared_limits_dir = shared_limits_dir / ident
         self.http = HttpClient(
             provider=self.name,
             display_name=self.display_name,
@@ -63,6 +73,7 @@ class VastAIProvider:
             retry=retry,
             transport=transport,
             user_agent=f"gpushop/{__version__}",
+            shared_limits_dir=shared_limits_dir,
         )
         self.http.limiter.enabled = rate_limit
 
