@@ -172,49 +172,54 @@ def reconcile_5000(instances: int = 5000) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as tmp,
         EmulatorThread(
-            EmulatorConfig(offers=instances + 500, seed=7, rate_limit=False, ssh=False)
+            EmulatorConfig(offers=min(20000, instances * 3), seed=7, rate_limit=False, ssh=False)
         ) as emu,
     ):
         store = Store.open(f"sqlite:///{Path(tmp) / 'store.db'}")
         dep = store.deployment_id
         offers = httpx.post(
-            f"{emu.url}/api/v0/bundles/", json={"limit": instances + 500}, timeout=120
+            f"{emu.url}/api/v0/bundles/", json={"limit": instances * 3}, timeout=120
         ).json()["offers"]
         auth = {"Authorization": f"Bearer {emu.api_key}"}
         ours = int(instances * 0.8)
+        made = 0
         with httpx.Client(base_url=emu.url, headers=auth, timeout=60) as http:
-            for i, offer in enumerate(offers[:instances]):
-                if i < ours:
+            for offer in offers:
+                if made == instances:
+                    break
+                r = http.put(f"/api/v0/asks/{offer['id']}/", json={"image": "x"}).json()
+                if "new_contract" not in r:
+                    continue  # a sibling offer on a machine already rented
+                iid = str(r["new_contract"])
+                if made < ours:
                     rental = store.new_rental(
                         provider="vastai", max_duration_s=86400, owner_host="bench", owner_pid=1
                     )
                     label = rental.label
-                elif i < ours + instances // 10:
-                    label = f"{labels.deployment_prefix(dep)}r{i:010d}"  # orphans
-                else:
-                    label = f"someone-else-{i}"
-                r = http.put(f"/api/v0/asks/{offer['id']}/", json={"image": "x", "label": label})
-                iid = str(r.json()["new_contract"])
-                if i < ours:
                     for state in (
                         RentalState.CREATING,
                         RentalState.PROVISIONING,
                         RentalState.READY,
                     ):
                         store.transition(rental.id, state, "bench", instance_id=iid)
+                elif made < ours + instances // 10:
+                    label = f"{labels.deployment_prefix(dep)}r{made:010d}"  # orphans
+                else:
+                    label = f"someone-else-{made}"
+                http.put(f"/api/v0/instances/{iid}/", json={"label": label})
+                made += 1
         provider = VastAIProvider(
             url=emu.url, api_key=emu.api_key, retry=RetryPolicy(attempts=1), rate_limit=False
         )
 
         async def go() -> dict[str, Any]:
+            from datetime import UTC, datetime
+
             t0 = time.perf_counter()
             listed = await provider.list_instances(label_prefix=labels.deployment_prefix(dep))
             t_list = time.perf_counter() - t0
-            calls_before = sum(emu.control.state()["request_counts"].values())
             t1 = time.perf_counter()
             rentals = store.list(provider="vastai")
-            from datetime import UTC, datetime
-
             actions = plan(
                 deployment_id=dep,
                 rentals=rentals,
@@ -223,10 +228,12 @@ def reconcile_5000(instances: int = 5000) -> dict[str, Any]:
                 owner_alive=lambda r: False,
             )
             t_own = time.perf_counter() - t1
+            calls_before = sum(emu.control.state()["request_counts"].values())
             report = await reconcile(store, {"vastai": provider}, dry_run=True)
             calls = sum(emu.control.state()["request_counts"].values()) - calls_before
             await provider.aclose()
             return {
+                "instances": made,
                 "listed": len(listed),
                 "actions": len(actions),
                 "own_work_ms": t_own * 1e3,

@@ -344,3 +344,13 @@ def test_the_on_instance_watchdog_stops_the_instance_with_no_gpushop_running(
     code, out, _ = cli(capsys, "reconcile", "--json")  # the next reconcile deletes it
     assert code == 0 and [a["kind"] for a in json.loads(out)["actions"]] == ["expired"]
     assert instances(env) == []
+
+
+def test_offers_taken_between_search_and_create_cost_a_new_search_not_an_attempt(
+    env: Any, capsys: Any
+) -> None:
+    env.control.offer_taken(count=4)  # more than the 3 attempts a failing host would get
+    code, out, err = cli(capsys, "up", "--min-vram", "24", "--json")
+    assert code == 0, err
+    assert err.count("was taken meanwhile; searching again") == 4
+    assert json.loads(out)["state"] == "ready" and len(instances(env)) == 1

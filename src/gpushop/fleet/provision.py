@@ -36,6 +36,7 @@ from gpushop.store import Rental, Store
 log = logging.getLogger("gpushop.fleet")
 HOST_BLOCK_SECONDS = 7 * 24 * 3600
 HEARTBEAT_S = 5.0
+MAX_RACES = 10  # offers taken by someone else between our search and our create
 
 
 class ProvisioningFailed(GpushopError):
@@ -104,10 +105,20 @@ class Provisioner:
         return choice.order_of_attempts(result.offers, self.rng)
 
     async def up(self, opts: UpOptions, progress: Progress = lambda _: None) -> Rental:
-        offers = await self.candidates(opts)
+        """Rent and wait. A host that fails (stuck, lying, created stopped) costs one of
+        ``max_attempts``; an offer someone else took first costs a fresh search instead (taken
+        offers drop out of it), up to ``MAX_RACES``, so concurrent ``up``s do not give up."""
         hours = opts.max_duration_s / 3600.0
         errors: list[str] = []
-        for offer in offers[: max(1, opts.max_attempts)]:
+        tried: set[str] = set()
+        failures = races = 0
+        offers = await self.candidates(opts)
+        while failures < max(1, opts.max_attempts):
+            pending = [o for o in offers if o.id not in tried]
+            if not pending:
+                break
+            offer = pending[0]
+            tried.add(offer.id)
             money.check_price_cap(offer.price_per_hour, opts.price_cap)
             now = datetime.now(UTC)
             start, end = money.month_window(now)
@@ -124,7 +135,18 @@ class Provisioner:
             )
             try:
                 return await self._attempt(offer, opts, progress)
-            except (NotReady, OfferUnavailable, HostLied, ProviderUnavailable) as exc:
+            except OfferUnavailable as exc:
+                races += 1
+                errors.append(f"{offer.id}: {exc}")
+                if races >= MAX_RACES or opts.offer_id:
+                    break
+                progress(f"{offer.id} was taken meanwhile; searching again")
+                try:
+                    offers = await self.candidates(opts)
+                except NoMatchError:
+                    break
+            except (NotReady, HostLied, ProviderUnavailable) as exc:
+                failures += 1
                 errors.append(f"{offer.id}: {exc}")
                 progress(f"{offer.id} failed: {exc}; trying the next offer")
         raise ProvisioningFailed("no offer became ready: " + "; ".join(errors))
