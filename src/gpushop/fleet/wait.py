@@ -61,41 +61,60 @@ async def wait_ready(
     on_status: Callable[[Instance], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Readiness:
-    """Until SSH answers on the instance; raises NotReady (or a ProviderError)."""
-    started = clock()
-    latest: Instance | None = None
-    offline_since: float | None = None
-    next_poll = started
+    """Until SSH answers on the instance; raises NotReady (or a ProviderError).
 
-    while True:
-        now = clock()
-        if now >= next_poll:
-            inst = await provider.get_instance(instance_id)
-            next_poll = clock() + poll_interval_s
-            if inst is None:
-                raise NotReady(f"instance {instance_id} disappeared while starting")
-            latest = inst
-            if on_status is not None:
-                on_status(inst)
-            status = inst.status
-            if status is InstanceStatus.FAILED:
-                raise NotReady(f"instance {instance_id} cannot start: {inst.status_msg or 'error'}")
-            if status is InstanceStatus.STOPPED:
-                # DOCS: an instance that shows exited during start-up never reaches running
-                raise NotReady(f"instance {instance_id} stopped while starting ({inst.raw_status})")
-            if status is InstanceStatus.OFFLINE:
-                offline_since = offline_since or now
-                if now - offline_since > OFFLINE_GRACE:
-                    raise NotReady(f"instance {instance_id} host is {inst.raw_status}")
-            else:
-                offline_since = None
-        if latest is not None:
-            for host, port, direct in ssh_endpoints(latest):
-                if await banner(host, port, timeout=1.0):
-                    return Readiness(latest, host, port, direct, clock() - started)
-        if clock() - started > timeout_s:
-            state = latest.raw_status if latest else "unknown"
-            raise NotReady(
-                f"instance {instance_id} not ready after {timeout_s:.0f}s (status {state})"
-            )
-        await asyncio.sleep(PROBE_INTERVAL)
+    The API is polled in a task of its own: its calls may queue behind other processes sharing
+    the key's rate limit, and must never hold up the SSH probe, which costs no API call.
+    """
+    started = clock()
+    latest: list[Instance] = []
+    failure: list[BaseException] = []
+
+    async def poll() -> None:
+        offline_since: float | None = None
+        while True:
+            try:
+                inst = await provider.get_instance(instance_id)
+                if inst is None:
+                    raise NotReady(f"instance {instance_id} disappeared while starting")
+                latest[:] = [inst]
+                if on_status is not None:
+                    on_status(inst)
+                now = clock()
+                status = inst.status
+                if status is InstanceStatus.FAILED:
+                    msg = inst.status_msg or "error"
+                    raise NotReady(f"instance {instance_id} cannot start: {msg}")
+                if status is InstanceStatus.STOPPED:
+                    # DOCS: an instance that shows exited during start-up never reaches running
+                    raise NotReady(
+                        f"instance {instance_id} stopped while starting ({inst.raw_status})"
+                    )
+                if status is InstanceStatus.OFFLINE:
+                    offline_since = offline_since or now
+                    if now - offline_since > OFFLINE_GRACE:
+                        raise NotReady(f"instance {instance_id} host is {inst.raw_status}")
+                else:
+                    offline_since = None
+            except Exception as exc:  # handed to the waiting loop, which raises it
+                failure.append(exc)
+                return
+            await asyncio.sleep(poll_interval_s)
+
+    poller = asyncio.create_task(poll())
+    try:
+        while True:
+            if failure:
+                raise failure[0]
+            if latest:
+                for host, port, direct in ssh_endpoints(latest[0]):
+                    if await banner(host, port, timeout=1.0):
+                        return Readiness(latest[0], host, port, direct, clock() - started)
+            if clock() - started > timeout_s:
+                state = latest[0].raw_status if latest else "unknown"
+                raise NotReady(
+                    f"instance {instance_id} not ready after {timeout_s:.0f}s (status {state})"
+                )
+            await asyncio.sleep(PROBE_INTERVAL)
+    finally:
+        poller.cancel()
