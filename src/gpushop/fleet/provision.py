@@ -114,9 +114,14 @@ class Provisioner:
         failures = races = 0
         offers = await self.candidates(opts)
         while failures < max(1, opts.max_attempts):
-            pending = [o for o in offers if o.id not in tried]
+            claimed = self._claimed_offers()
+            pending = [o for o in offers if o.id not in tried and o.id not in claimed]
             if not pending:
-                break
+                if races >= MAX_RACES or not [o for o in offers if o.id not in tried]:
+                    break
+                races += 1  # everything left is being rented by another up: look again
+                offers = await self.candidates(opts)
+                continue
             offer = pending[0]
             tried.add(offer.id)
             money.check_price_cap(offer.price_per_hour, opts.price_cap)
@@ -174,6 +179,12 @@ class Provisioner:
             machine_id=offer.machine_id,
             details={"storage_per_hour": offer.storage_price_per_hour, "offer": offer.id},
         )
+        rival = self._earlier_claim(rental.id, offer)
+        if rival is not None:
+            # Another `up` (this machine or another, through the shared store) wrote its claim
+            # on this offer first: yield before any create call, so neither pays a failed one.
+            self.store.transition(rental.id, RentalState.FAILED, f"offer claimed by {rival}")
+            raise OfferUnavailable(f"offer {offer.id} is being rented by {rival}")
         beat = asyncio.create_task(self._heartbeat(rental.id))
         try:
             return await self._create_and_wait(rental, offer, provider, opts, progress)
@@ -183,6 +194,38 @@ class Provisioner:
             raise
         finally:
             beat.cancel()
+
+    def _claimed_offers(self) -> set[str]:
+        """Offers other live rentals of this store hold or are about to create."""
+        held = self.store.list(
+            states=[
+                RentalState.REQUESTED,
+                RentalState.CREATING,
+                RentalState.PROVISIONING,
+                RentalState.READY,
+                RentalState.STOPPED,
+            ]
+        )
+        return {f"{r.provider}:{r.offer_id}" for r in held if r.offer_id}
+
+    def _earlier_claim(self, rental_id: str, offer: Offer) -> str | None:
+        mine = self.store.get(rental_id)
+        if mine is None:
+            return None
+        for other in self.store.list(
+            states=[
+                RentalState.REQUESTED,
+                RentalState.CREATING,
+                RentalState.PROVISIONING,
+                RentalState.READY,
+            ],
+            provider=offer.provider,
+        ):
+            if other.id == rental_id or other.offer_id != offer.offer_id:
+                continue
+            if (other.created_at, other.id) < (mine.created_at, mine.id):
+                return other.id
+        return None
 
     async def _create_and_wait(
         self, rental: Rental, offer: Offer, provider: Provider, opts: UpOptions, progress: Progress
