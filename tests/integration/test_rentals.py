@@ -354,3 +354,15 @@ def test_offers_taken_between_search_and_create_cost_a_new_search_not_an_attempt
     assert code == 0, err
     assert err.count("was taken meanwhile; searching again") == 4
     assert json.loads(out)["state"] == "ready" and len(instances(env)) == 1
+
+
+def test_a_container_that_cannot_start_fails_fast_and_the_next_offer_is_used(
+    env: Any, capsys: Any
+) -> None:
+    env.control.oci_error(count=1)
+    started = time.monotonic()
+    code, _, err = cli(capsys, "up", "--min-vram", "24", "--ready-timeout", "10m", "--json")
+    assert code == 0, err
+    assert "cannot start" in err and "OCI" in err
+    assert time.monotonic() - started < 60  # not the 10 minute loading timeout
+    assert len(instances(env)) == 1
