@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.datastructures import QueryParams
 
-from gpushop.emulator.dsl import BAD_QUERY, QueryError, compile_query, select_columns
+from gpushop.emulator.dsl import BAD_QUERY, OPS, QueryError, compile_query, select_columns
 from gpushop.emulator.state import ApiError, invalid_args
 
 if TYPE_CHECKING:
@@ -260,16 +260,6 @@ def _v1_error(msg: str) -> ApiError:
     return ApiError(400, {"error": "invalid_request", "msg": f"Error in query parameters: {msg}"})
 
 
-_CMP: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq,
-    "neq": operator.ne,
-    "gt": operator.gt,
-    "gte": operator.ge,
-    "lt": operator.lt,
-    "lte": operator.le,
-}
-
-
 def _v1_predicate(column: str, spec: Any) -> Callable[[dict[str, Any]], bool]:
     if column not in V1_COLUMNS:
         raise _v1_error(f"{column} is not a valid search key")
@@ -286,8 +276,8 @@ def _v1_predicate(column: str, spec: Any) -> Callable[[dict[str, Any]], bool]:
                 if op == "in"
                 else (lambda m: lambda x: x not in m)(members)
             )
-        elif op in _CMP:
-            fn, target = _CMP[op], _v1_coerce(column, value)
+        elif op in OPS:
+            fn, target = OPS[op], _v1_coerce(column, value)
 
             def check(x: Any, fn: Callable[[Any, Any], bool] = fn, target: Any = target) -> bool:
                 if x is None or target is None:

@@ -829,19 +829,9 @@ class EmulatorState:
         gpu_s = billing.gpu_seconds(spans, 0.0, now)
         disk_s = now - inst.created_at
         return {
-            "id": inst.id,
-            "offer_id": inst.offer_id,
-            "machine_id": inst.machine_id,
-            "label": inst.label,
-            "image": inst.image,
-            "actual_status": actual,
-            "intended_status": inst.intended,
-            "status_msg": msg,
+            **_control_core(inst, actual, msg),
             "running_since": since,
-            "is_bid": inst.is_bid,
             "ssh_host": SSH_HOST,
-            "ssh_port": inst.ssh_port,
-            "ssh_keys": [k["public_key"] for k in inst.keys],
             "env": self.instance_environment(inst),
             "pull_s": inst.pull_s,
             "boot_s": inst.boot_s,
@@ -961,19 +951,9 @@ class EmulatorState:
             actual, msg, _ = self.status(inst, now)
             instances.append(
                 {
-                    "id": inst.id,
-                    "offer_id": inst.offer_id,
-                    "machine_id": inst.machine_id,
-                    "label": inst.label,
-                    "image": inst.image,
-                    "actual_status": actual,
-                    "intended_status": inst.intended,
-                    "status_msg": msg,
-                    "is_bid": inst.is_bid,
+                    **_control_core(inst, actual, msg),
                     "dph_base": inst.price,
                     "disk": inst.disk,
-                    "ssh_port": inst.ssh_port,
-                    "ssh_keys": [k["public_key"] for k in inst.keys],
                     "start_date": inst.created_at,
                 }
             )
@@ -984,6 +964,23 @@ class EmulatorState:
             "ssh_keys": list(self.ssh_keys),
             "user": {"id": USER_ID, "credit": round(self.credit(now), 4)},
         }
+
+
+def _control_core(inst: Instance, actual: str | None, msg: str | None) -> dict[str, Any]:
+    """The fields every control-API view of an instance shows."""
+    return {
+        "id": inst.id,
+        "offer_id": inst.offer_id,
+        "machine_id": inst.machine_id,
+        "label": inst.label,
+        "image": inst.image,
+        "actual_status": actual,
+        "intended_status": inst.intended,
+        "status_msg": msg,
+        "is_bid": inst.is_bid,
+        "ssh_port": inst.ssh_port,
+        "ssh_keys": [k["public_key"] for k in inst.keys],
+    }
 
 
 def port_map(inst: Instance) -> dict[str, int]:
