@@ -169,13 +169,15 @@ def ps(
     as_json: JsonOpt = False,
 ) -> None:
     """Your rentals, with their cost so far."""
+    from gpushop.models import RentalState
     from gpushop.store import Store
     from gpushop.store.costs import accrued_cost
 
     cfg = settings()
     store = Store.open(cfg.db_url)
     try:
-        rentals = [r for r in store.list() if all_ or not r.state.terminal]
+        live = None if all_ else [st for st in RentalState if not st.terminal]
+        rentals = store.list(states=live)
     finally:
         store.close()
     now = datetime.now(UTC)

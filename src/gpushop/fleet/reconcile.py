@@ -71,7 +71,18 @@ async def _one(
         label_prefix=labels.deployment_prefix(store.deployment_id)
     )
     report.listed += len(instances)
-    rentals = store.list(provider=name)
+    # Live rentals only: ended ones pile up for ever. An ended rental matters just when its
+    # instance is still listed (an orphan), and those few are fetched by id.
+    live = [st for st in RentalState if not st.terminal]
+    rentals = store.list(provider=name, states=live)
+    known = {r.id for r in rentals}
+    for inst in instances:
+        parsed = labels.parse_label(inst.label)
+        if parsed and parsed[1] not in known:
+            ended = store.get(parsed[1])
+            if ended is not None:
+                rentals.append(ended)
+                known.add(ended.id)
     me = owner or Owner.me()
 
     def alive(r: RentalView) -> bool:

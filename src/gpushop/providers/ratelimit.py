@@ -108,8 +108,8 @@ class SharedTokenBucket:
         self.limit = limit
         self.path = path
 
-    def _reserve(self) -> float:
-        """Take a token (possibly a future one); returns how long to wait for it."""
+    def _update(self, change: Callable[[float], float]) -> float:
+        """Under the file lock: refill the stored tokens, apply ``change``, store the result."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -121,17 +121,21 @@ class SharedTokenBucket:
             except (IndexError, ValueError):
                 tokens, updated = float(self.limit.burst), now
             if self.limit.interval_s > 0:
-                tokens = min(
-                    float(self.limit.burst), tokens + (now - updated) / self.limit.interval_s
-                )
+                refill = (now - updated) / self.limit.interval_s
+                tokens = min(float(self.limit.burst), tokens + refill)
             else:
                 tokens = float(self.limit.burst)
-            tokens -= 1.0
+            tokens = change(tokens)
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)
             os.write(fd, f"{tokens:.6f} {now:.6f}".encode())
         finally:
             os.close(fd)  # closing releases the lock
+        return tokens
+
+    def _reserve(self) -> float:
+        """Take a token (possibly a future one); returns how long to wait for it."""
+        tokens = self._update(lambda t: t - 1.0)
         return max(0.0, -tokens * self.limit.interval_s)
 
     async def acquire(self) -> None:
@@ -142,14 +146,4 @@ class SharedTokenBucket:
     def drain(self) -> None:
         """After a 429 the server's bucket is empty: make the shared one agree."""
         with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                raw = os.read(fd, 256).decode(errors="replace").split()
-                tokens = min(0.0, float(raw[0])) if raw else 0.0
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{tokens:.6f} {time.time():.6f}".encode())
-            finally:
-                os.close(fd)
+            self._update(lambda t: min(t, 0.0))
