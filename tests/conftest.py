@@ -76,3 +76,18 @@ def vastai_cli() -> str:
             pytest.fail(f"the official vastai CLI is missing at {path}: run `make vastai-cli`")
         pytest.skip("official vastai CLI not installed (make vastai-cli; set VASTAI_CLI)")
     return path
+
+
+@pytest.fixture(scope="session")
+def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's OpenSSH sshd on a free 127.0.0.1 port, with a temporary host key, config and
+    authorized client key (tests/openssh_server.py). A missing sshd fails in CI, skips locally."""
+    import openssh_server
+
+    if not openssh_server.available():
+        message = f"{openssh_server.SSHD} missing: apt-get install openssh-server"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with openssh_server.running(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

@@ -241,3 +241,29 @@ TRANSITIONS: dict[RentalState, frozenset[RentalState]] = {
 
 def can_transition(old: RentalState, new: RentalState) -> bool:
     return new in TRANSITIONS[old]
+
+
+class JobState(enum.StrEnum):
+    """A job's progress (issue: jobs). Every non-terminal state can be resumed by ``attach``:
+    uploads and downloads skip what is already there, and a launched job is found by its pid file.
+    """
+
+    PENDING = "pending"  # written, nothing rented yet
+    PROVISIONING = "provisioning"  # renting (the rental id is set once its row exists)
+    UPLOADING = "uploading"
+    RUNNING = "running"  # launched on the instance (detached from SSH)
+    DOWNLOADING = "downloading"
+    RELEASING = "releasing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in JOB_TERMINAL
+
+
+JOB_TERMINAL = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED}
+)

@@ -124,11 +124,17 @@ def test_template_without_image(client: httpx.Client) -> None:
     offer = offers(client)[0]
     response = client.put(
         f"/api/v0/asks/{offer['id']}/",
-        json={"client_id": "me", "image": None, "template_hash_id": "661d064b", "price": None},
+        json={
+            "client_id": "me",
+            "image": None,
+            "template_hash_id": "661d064bbda1f2a133816b6d55da07c3",  # the seeded PyTorch one
+            "price": None,
+        },
     )
     assert response.status_code == 200
     row = show(client, response.json()["new_contract"])
-    assert row is not None and row["template_hash_id"] == "661d064b" and row["image_uuid"]
+    assert row is not None and row["template_hash_id"] == "661d064bbda1f2a133816b6d55da07c3"
+    assert row["image_uuid"] == "vastai/pytorch:@vastai-automatic-tag"
 
 
 def test_lifecycle_over_time(emulator: EmulatorThread, client: httpx.Client) -> None:

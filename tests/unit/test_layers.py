@@ -16,6 +16,7 @@ CORE = {
     "gpushop.config",
     "gpushop.gpus",
     "gpushop.units",
+    "gpushop.offer_flags",
 }
 ALLOWED = {
     "emulator": set(),
@@ -27,6 +28,10 @@ ALLOWED = {
     "fleet": CORE | {"gpushop.providers.base", "gpushop.market", "gpushop.store", "gpushop.ssh"},
     "shop.py": CORE
     | {"gpushop.market", "gpushop.providers", "gpushop.fleet", "gpushop.store", "gpushop.ssh"},
+    # jobs run on what fleet rents, over ssh
+    "jobs": CORE | {"gpushop.providers.base", "gpushop.fleet", "gpushop.store", "gpushop.ssh"},
+    # recipes are pure domain logic (configs, estimates, parsers): no I/O layer below them
+    "recipes": {"gpushop.models", "gpushop.errors", "gpushop.gpus", "gpushop.units"},
     "cli": None,  # the top: anything
     "demo.py": None,
 }
@@ -76,3 +81,26 @@ def test_the_emulator_imports_nothing_from_the_client_side() -> None:
     for path in (SRC / "emulator").rglob("*.py"):
         for name in gpushop_imports(path):
             assert name.startswith("gpushop.emulator"), f"{path.name} imports {name}"
+
+
+# third-party packages that do network, SSH or database I/O
+IO_PACKAGES = ("httpx", "asyncssh", "sqlalchemy", "alembic", "psycopg", "redis", "requests")
+
+
+def third_party_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    return found
+
+
+def test_recipes_are_pure_no_io_package_is_imported() -> None:
+    paths = list((SRC / "recipes").rglob("*.py"))
+    assert paths, "the recipes package is missing"
+    for path in paths:
+        bad = third_party_imports(path) & set(IO_PACKAGES)
+        assert not bad, f"recipes/{path.name} imports {sorted(bad)}"

@@ -33,10 +33,13 @@ def _print_error(message: str, code: int) -> int:
 
 
 def _register() -> None:
-    from gpushop.cli import misc, rentals, shopping
+    from gpushop.cli import jobs, misc, rentals, shopping, templates, training
 
     shopping.register(app)
+    templates.register(app)
     rentals.register(app)
+    jobs.register(app)
+    training.register(app)
     misc.register(app)
 
 

@@ -24,10 +24,10 @@ from gpushop.cli.shopping import (
     NumGpusOpt,
     SortOpt,
     UnverifiedOpt,
-    build_query,
 )
 from gpushop.errors import GpushopError, UsageError
 from gpushop.models import SortKey
+from gpushop.offer_flags import build_query
 
 if TYPE_CHECKING:
     from gpushop.shop import Shop

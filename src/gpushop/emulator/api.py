@@ -19,7 +19,7 @@ import orjson
 from starlette.datastructures import QueryParams
 
 from gpushop.emulator.dsl import BAD_QUERY, OPS, QueryError, compile_query, select_columns
-from gpushop.emulator.state import ApiError, invalid_args
+from gpushop.emulator.errors import ApiError, invalid_args
 
 if TYPE_CHECKING:
     from gpushop.emulator.app import Emulator
@@ -420,6 +420,34 @@ def detach_ssh(emu: Emulator, call: Call) -> Reply:
     return 200, emu.state.detach_key(instance_id, key_id)
 
 
+# -- templates --------------------------------------------------------------------------------
+def search_templates(emu: Emulator, call: Call) -> Reply:
+    """GET /template/?select_cols=..&select_filters=..&order_by=..: public + your private."""
+    bad = {"error": "invalid_request", "msg": "Invalid query: parameters must be JSON"}
+    rows = emu.state.templates.search(
+        _json_param(call, "select_filters", bad),
+        _json_param(call, "order_by", bad),
+        _json_param(call, "select_cols", bad),
+    )
+    if not call.key_valid:  # anonymous: the public catalogue only
+        rows = [row for row in rows if not row.get("private")]
+    if not rows:
+        return 200, {"success": False, "msg": "No templates found"}
+    return 200, {"success": True, "templates_found": len(rows), "templates": rows}
+
+
+def create_template(emu: Emulator, call: Call) -> Reply:
+    return 200, emu.state.create_template(call.json_object())
+
+
+def update_template(emu: Emulator, call: Call) -> Reply:
+    return 200, emu.state.update_template(call.json_object())
+
+
+def delete_template(emu: Emulator, call: Call) -> Reply:
+    return 200, emu.state.delete_template(call.json_object())
+
+
 # -- billing ----------------------------------------------------------------------------------
 CHARGES_MAX_LIMIT = 500
 CHARGES_DEFAULT_LIMIT = 100
@@ -495,4 +523,8 @@ HANDLERS: dict[str, Handler] = {
     "instance_ssh_list": instance_ssh_list,
     "detach_ssh": detach_ssh,
     "charges": charges,
+    "search_templates": search_templates,
+    "create_template": create_template,
+    "update_template": update_template,
+    "delete_template": delete_template,
 }

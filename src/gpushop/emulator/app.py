@@ -23,12 +23,14 @@ from starlette.types import Receive, Scope, Send
 
 from gpushop.emulator.api import HANDLERS, Call
 from gpushop.emulator.config import EmulatorConfig
+from gpushop.emulator.errors import ApiError
 from gpushop.emulator.faults import Fault, FaultBook, FaultError
 from gpushop.emulator.hostfaults import HOST_KINDS, HostFault
 from gpushop.emulator.hosts import HostRuntime
+from gpushop.emulator.mountns import tools as namespace_tools
 from gpushop.emulator.ratelimit import RateLimiter, limit_body, retry_after_value
 from gpushop.emulator.routes import Route, Router
-from gpushop.emulator.state import ApiError, EmulatorState, identity_hash
+from gpushop.emulator.state import EmulatorState, identity_hash
 
 log = logging.getLogger("gpushop.emulator")
 
@@ -77,6 +79,8 @@ class Emulator:
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self._holds: asyncio.Event | None = None  # set to end every held answer at once
         self.runtime = HostRuntime()
+        if config.ssh:
+            namespace_tools()  # probe now: its one warning belongs to the start-up
 
     @property
     def config(self) -> EmulatorConfig:
@@ -292,7 +296,20 @@ class Emulator:
         if (method, action) == ("DELETE", "faults"):
             self.faults.clear()
             self.state.host_faults.clear()
+            self.runtime.clear_trainer_faults()
             return json_response(200, {"success": True})
+        if (method, action) == ("POST", "trainer_fault"):
+            try:
+                armed = self.runtime.trainer_fault(self.state, data)
+            except ApiError as exc:
+                return json_response(exc.status, exc.body)
+            return json_response(200, {"success": True, "fault": armed})
+        if (method, action) == ("POST", "drop_ssh"):
+            try:
+                dropped = self.runtime.drop_ssh(self.state, data)
+            except ApiError as exc:
+                return json_response(exc.status, exc.body)
+            return json_response(200, {"success": True, "dropped": dropped})
         if method == "GET" and action.startswith("instances/"):
             return self._instance_view(action.removeprefix("instances/"))
         if (method, action) == ("POST", "clock"):

@@ -171,3 +171,17 @@ class EmulatorControl:
         return self.host_fault(
             "lying_host", **{k: v for k, v in lie.items() if v is not None}, **target
         )
+
+    # -- the simulated ai-toolkit and SSH drops (docs/emulator.md, "Trainer faults") -----------
+    def trainer_fault(self, instance_id: int, fail: str, at_step: int) -> dict[str, Any]:
+        """The instance's ai-toolkit trainer meets `fail` when it reaches step `at_step` (once):
+        "oom" or "crash" end it there (exit 1, a realistic message); "ssh_drop" aborts every
+        SSH connection of the instance while training goes on."""
+        spec = {"instance_id": instance_id, "fail": fail, "at_step": at_step}
+        result: dict[str, Any] = self._call("POST", "trainer_fault", spec)["fault"]
+        return result
+
+    def drop_ssh(self, instance_id: int) -> int:
+        """Abort every SSH connection of the instance now (new ones are accepted); returns
+        how many were dropped."""
+        return int(self._call("POST", "drop_ssh", {"instance_id": instance_id})["dropped"])

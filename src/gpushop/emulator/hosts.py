@@ -4,13 +4,16 @@
 tick: an instance whose status is `running` gets its sandbox, nvidia-smi and SSH server (and its
 `onstart`, once); any other status (stopped, outbid, offline, out of credit) kills its processes
 and closes its server; a destroyed instance also loses its sandbox. Killing is synchronous, so
-when DELETE /instances/{id}/ answers, the instance's processes are already gone.
+when DELETE /instances/{id}/ answers, the instance's processes are already gone. Trainer faults
+(control API) are files in `<sandbox>/.emulator/` the simulated ai-toolkit reads; the tick
+watches the marker it leaves for an `ssh_drop`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -21,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from gpushop.emulator import nvidia_smi
-from gpushop.emulator.sandbox import Sandbox
+from gpushop.emulator import mountns, nvidia_smi
+from gpushop.emulator.errors import ApiError
+from gpushop.emulator.sandbox import CONTROL_DIR, Sandbox
 from gpushop.emulator.sshd import SshEndpoint, new_host_key
 
 if TYPE_CHECKING:
@@ -31,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpushop.emulator")
 
 TICK_S = 0.05  # how late at most a status change reaches the SSH side when nobody calls the API
+TRAINER_FAILS = ("oom", "crash", "ssh_drop")
+# Files in <sandbox>/.emulator/ shared with the simulated ai-toolkit (aitoolkit/faults.py).
+TRAINER_FAULT_FILE = "trainer_fault.json"
+SSH_DROP_MARKER = "ssh_drop"
 
 
 @dataclass
@@ -52,6 +60,7 @@ class HostRuntime:
         self._root: Path | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._lock_obj: asyncio.Lock | None = None
+        self.drop_watch: set[int] = set()  # instances with a pending ssh_drop trainer fault
 
     @property
     def root(self) -> Path:
@@ -79,6 +88,7 @@ class HostRuntime:
                 state = state_getter()
                 state.sync(state.now())
                 await self.reconcile(state)
+                self._watch_drops()
             except Exception:  # never let the tick die silently: log and carry on
                 log.exception("emulator: host tick failed")
 
@@ -126,6 +136,7 @@ class HostRuntime:
 
     def _teardown(self, host: Host, state: EmulatorState, *, remove: bool) -> None:
         host.sandbox.kill_all()
+        host.sandbox.release()
         was_serving = host.endpoint.serving
         host.endpoint.close()
         for task in host.tasks:
@@ -142,7 +153,7 @@ class HostRuntime:
         return nvidia_smi.facts_from_offer(offer, inst.lie)
 
     def _make_host(self, state: EmulatorState, inst: Instance) -> Host:
-        sandbox = Sandbox(self.root, inst.id)
+        sandbox = Sandbox(self.root, inst.id, mountns.tools())
         host_key = new_host_key()
 
         def authorized() -> list[str]:
@@ -162,7 +173,7 @@ class HostRuntime:
         return host
 
     async def _start(self, state: EmulatorState, inst: Instance, host: Host) -> None:
-        host.sandbox.create(self.facts(state, inst))
+        host.sandbox.create(self.facts(state, inst), inst.image)
         host.facts_version = inst.facts_version
         sock = state.ports.take(host.port)
         if sock is None:
@@ -197,6 +208,65 @@ class HostRuntime:
         await proc.wait()
         host.sandbox.forget(proc.pid)
 
+    # -- trainer faults (the simulated ai-toolkit reads and writes <sandbox>/.emulator/) -------
+    def trainer_fault(self, state: EmulatorState, data: Any) -> dict[str, Any]:
+        """Arm `{"instance_id", "fail": oom|crash|ssh_drop, "at_step"}` for the instance's
+        trainer: it fails (or drops SSH) when it reaches that step, once."""
+        if not isinstance(data, dict) or set(data) - {"instance_id", "fail", "at_step"}:
+            raise _control_error(400, 'give {"instance_id", "fail", "at_step"}')
+        instance_id = self._instance_id(state, data.get("instance_id"))
+        fail, at_step = data.get("fail"), data.get("at_step")
+        if fail not in TRAINER_FAILS:
+            raise _control_error(400, f"fail must be one of {', '.join(TRAINER_FAILS)}")
+        if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
+            raise _control_error(400, "at_step must be an integer >= 0")
+        control = self.sandbox_path(instance_id) / CONTROL_DIR
+        control.mkdir(parents=True, exist_ok=True)
+        fault = {"fail": fail, "at_step": at_step}
+        tmp = control / (TRAINER_FAULT_FILE + ".tmp")
+        tmp.write_text(json.dumps(fault))
+        tmp.replace(control / TRAINER_FAULT_FILE)  # the trainer never reads half a file
+        if fail == "ssh_drop":
+            self.drop_watch.add(instance_id)
+        return {"instance_id": instance_id, **fault}
+
+    def drop_ssh(self, state: EmulatorState, data: Any) -> int:
+        """Abort every SSH connection of the instance now; how many there were."""
+        if not isinstance(data, dict):
+            raise _control_error(400, 'give {"instance_id"}')
+        host = self.hosts.get(self._instance_id(state, data.get("instance_id")))
+        return host.endpoint.drop_connections() if host is not None else 0
+
+    def clear_trainer_faults(self) -> None:
+        for host in self.hosts.values():
+            with contextlib.suppress(OSError):
+                (host.sandbox.control / TRAINER_FAULT_FILE).unlink()
+        self.drop_watch.clear()
+
+    def _watch_drops(self) -> None:
+        """The trainer touched the marker: a network drop for every connection of that
+        instance (training goes on; new connections are accepted)."""
+        for instance_id in list(self.drop_watch):
+            host = self.hosts.get(instance_id)
+            if host is None:
+                continue
+            marker = host.sandbox.control / SSH_DROP_MARKER
+            if marker.exists():
+                marker.unlink(missing_ok=True)
+                self.drop_watch.discard(instance_id)
+                dropped = host.endpoint.drop_connections()
+                log.info("emulator: ssh_drop on instance %d (%d connections)", instance_id, dropped)
+
+    @staticmethod
+    def _instance_id(state: EmulatorState, raw: Any) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise _control_error(400, "instance_id must be an integer")
+        if raw not in state.instances:
+            raise _control_error(404, f"no instance {raw}")
+        if not state.config.ssh:
+            raise _control_error(400, "the emulator runs without SSH (ssh=False): no sandboxes")
+        return raw
+
     # -- views and shutdown --------------------------------------------------------------------
     def view(self, instance_id: int) -> dict[str, Any]:
         host = self.hosts.get(instance_id)
@@ -218,6 +288,7 @@ class HostRuntime:
                 task.cancel()
             host.sandbox.remove()
         self.hosts.clear()
+        self.drop_watch.clear()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
@@ -229,3 +300,7 @@ class HostRuntime:
                 await self._ticker
             self._ticker = None
         self.close_all()
+
+
+def _control_error(status: int, msg: str) -> ApiError:
+    return ApiError(status, {"success": False, "msg": msg})

@@ -18,6 +18,7 @@ IMAGE_GB: dict[str, float] = {
     "vastai/pytorch": 9.0,
     "vastai/base-image": 4.0,
     "vastai/comfy": 12.0,
+    "vastai/kohya": 14.0,
     "nvidia/cuda": 3.5,
     "vllm/vllm-openai": 10.0,
     "ghcr.io/huggingface/text-generation-inference": 11.0,

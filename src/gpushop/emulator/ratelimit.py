@@ -37,6 +37,7 @@ LIMITS: dict[str, Limit] = {
     "POST /api/v0/instances/{id}/ssh/": Limit(2.0),
     "GET /api/v0/instances/{id}/ssh/": Limit(2.0),
     "DELETE /api/v0/instances/{id}/ssh/{key_id}/": Limit(2.0),
+    "GET /api/v0/template/": Limit(1.9),  # profile low_volume_burst; the writes list none
     # GET /api/v0/gpu_names/unique/ has no limit: the CLI fetches it on every start.
 }
 

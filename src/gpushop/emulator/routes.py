@@ -51,6 +51,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v0/instances/{id}/ssh/", "instance_ssh_list", "required"),
     Route("DELETE", "/api/v0/instances/{id}/ssh/{key_id}/", "detach_ssh", "required"),
     Route("GET", "/api/v0/charges/", "charges", "login"),
+    Route("GET", "/api/v0/template/", "search_templates", "optional"),
+    Route("POST", "/api/v0/template/", "create_template", "required"),
+    Route("PUT", "/api/v1/template/", "update_template", "required"),  # CLI 1.9.1
+    Route("PUT", "/api/v0/template/", "update_template", "required"),  # older CLIs, OAPI
+    Route("DELETE", "/api/v0/template/", "delete_template", "required"),
 )
 
 

@@ -110,9 +110,15 @@ class SshEndpoint:
         if self._acceptor is not None:
             self._acceptor.close()
             self._acceptor = None
-        for conn in list(self.connections):
+        self.drop_connections()
+
+    def drop_connections(self) -> int:
+        """Abort every open connection (a network drop); the server keeps accepting."""
+        dropped = list(self.connections)
+        for conn in dropped:
             conn.abort()
         self.connections.clear()
+        return len(dropped)
 
     # -- sessions ----------------------------------------------------------------------------
     async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:

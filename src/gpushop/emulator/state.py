@@ -20,11 +20,13 @@ from typing import Any
 
 from gpushop.emulator import billing, images
 from gpushop.emulator.config import EmulatorConfig
-from gpushop.emulator.dsl import Searcher
+from gpushop.emulator.dsl import QueryError, Searcher, compile_query
+from gpushop.emulator.errors import ApiError, invalid_args
 from gpushop.emulator.faults import FaultError
 from gpushop.emulator.hostfaults import OCI_ERROR, HostFault
 from gpushop.emulator.market import Market, price_fields
 from gpushop.emulator.ports import PORTS_PER_INSTANCE, SSH_HOST, PortPool
+from gpushop.emulator.templates import TemplateBook
 
 USER_ID = 412873
 MAX_LABEL = 1024
@@ -90,15 +92,6 @@ OFFER_FIELDS_IN_INSTANCE = (
 )
 
 
-class ApiError(Exception):
-    """An HTTP answer other than success: status and the exact JSON body to send."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(body.get("msg", ""))
-        self.status = status
-        self.body = body
-
-
 def no_such_instance(instance_id: int | str) -> ApiError:
     return ApiError(
         404,
@@ -108,10 +101,6 @@ def no_such_instance(instance_id: int | str) -> ApiError:
             "msg": f"Instance {instance_id} not found.",
         },
     )
-
-
-def invalid_args(msg: str, **extra: Any) -> ApiError:
-    return ApiError(400, {"success": False, "error": "invalid_args", "msg": msg, **extra})
 
 
 MISSING_BILLING = {
@@ -139,6 +128,7 @@ class Instance:
     price: float  # the instance's dph_base: bid price or the offer's on-demand price
     template_id: int | None
     template_hash_id: str | None
+    template_name: str | None
     intended: str  # "running" | "stopped"
     run_requested_at: float  # when it was last asked to run (create or start)
     first_boot: bool  # only the first boot goes through the provisioning (null) phase
@@ -239,6 +229,7 @@ class EmulatorState:
         self.now_offset = 0.0  # simulated time ahead of the wall clock (control API "clock")
         self.cache: set[tuple[int, str]] = set()  # (machine_id, repository) pulled this session
         self.taken: set[int] = set()  # offer indexes another renter took (offer_taken)
+        self.templates = TemplateBook(USER_ID)
         self.last_sync = time.time()
         self.exhausted = config.credit <= 0  # credit reached 0 (as of the last full sync)
         self._last_full = -1.0  # time.monotonic() of the last full sync
@@ -427,7 +418,8 @@ class EmulatorState:
         offer = self.market.full(index)
         if not offer["rentable"]:
             raise not_found
-        req = _CreateRequest.parse(body, offer_id)
+        template = self._template_of(body, offer_id)
+        req = _CreateRequest.parse(body, offer_id, template)
         if req.disk > offer["disk_space"]:
             raise invalid_args(
                 f"Requested disk {req.disk:g} GB exceeds the {offer['disk_space']:g} GB available "
@@ -448,6 +440,8 @@ class EmulatorState:
                     if fault not in self.host_faults:
                         self.host_faults.append(fault)
             raise not_found
+        if req.extra_filters:
+            self._check_filters(index, offer_id, req.extra_filters)
         outbid = req.price is not None and req.price < offer["min_bid"]
         if outbid and req.cancel_unavail:
             raise ApiError(
@@ -478,6 +472,7 @@ class EmulatorState:
             price=price,
             template_id=req.template_id,
             template_hash_id=req.template_hash_id,
+            template_name=template["name"] if template is not None else None,
             intended="stopped" if outbid or busy or req.target_state == "stopped" else "running",
             run_requested_at=now,
             first_boot=True,
@@ -508,12 +503,70 @@ class EmulatorState:
             if fault.kind != "create_stopped":
                 self._apply(fault, inst, now)
         inst.api_key = self._hex(64)
+        if req.template_id is not None:
+            self.templates.record_use(req.template_id, now)
         return {
             # created but stopped (bid below min_bid, or busy): HTTP 200 with success false
             "success": not (outbid or busy),
             "new_contract": inst.id,
             "instance_api_key": inst.api_key,
         }
+
+    def _template_of(self, body: dict[str, Any], offer_id: int) -> dict[str, Any] | None:
+        """The template a create names (`template_hash_id` wins over `template_id`)."""
+        hash_id, template_id = body.get("template_hash_id"), body.get("template_id")
+        if hash_id is None and template_id is None:
+            return None
+        if hash_id is not None and not isinstance(hash_id, str):
+            raise invalid_args("template_hash_id must be a string", ask_id=offer_id)
+        if template_id is not None and (
+            isinstance(template_id, bool) or not isinstance(template_id, int)
+        ):
+            raise invalid_args("template_id must be an integer", ask_id=offer_id)
+        row = self.templates.resolve(hash_id, template_id)
+        if row is None:
+            what = f"hash_id {hash_id}" if hash_id else f"id {template_id}"
+            raise invalid_args(f"No template found with {what}.", ask_id=offer_id)
+        return row
+
+    def _check_filters(self, index: int, offer_id: int, filters: dict[str, Any]) -> None:
+        """A template's extra_filters hold for the offer, or the create is refused (one field
+        at a time, so the message names the one that fails)."""
+        rented = self.rented_machines()
+        for name, spec in filters.items():
+            try:
+                query = compile_query({name: spec, "id": {"eq": offer_id}, "allocated_storage": 0})
+            except QueryError as exc:
+                raise invalid_args(f"extra_filters: {exc.msg}", ask_id=offer_id) from None
+            hits = self.searcher.search(
+                query, now=self.now(), available=self.available, rented=rented
+            )
+            if not hits:
+                raise invalid_args(
+                    f"Offer {offer_id} does not meet the template's extra_filters: "
+                    f"{_condition_text(name, spec)}.",
+                    ask_id=offer_id,
+                )
+
+    # -- templates ---------------------------------------------------------------------------
+    def create_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        parse_env(body.get("env"))  # a docker options string the creates can use
+        template = self.templates.create(body, self.now())
+        row = template.row
+        return {
+            "success": True,
+            "msg": f"Template Created Successfully! New Template ID: {row['id']}",
+            "template": {"name": row["name"], "id": row["id"], "hash_id": row["hash_id"]},
+        }
+
+    def update_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "env" in body:
+            parse_env(body["env"])
+        return {"success": True, "template": dict(self.templates.update(body).row)}
+
+    def delete_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        template_id = self.templates.delete(body)
+        return {"success": True, "msg": f"Template {template_id} Deleted Successfully"}
 
     def _plan_loading(self, inst: Instance) -> None:
         """Pull and boot times of the run that starts now (simulated seconds)."""
@@ -811,6 +864,9 @@ class EmulatorState:
                 "CONTAINER_API_KEY": inst.api_key,
                 "PUBLIC_IPADDR": SSH_HOST,
                 "EMULATOR_DISK_GB": f"{inst.disk:g}",
+                # for simulated programs (ai-toolkit): delays divided by this, download speed
+                "EMULATOR_SPEED": f"{self.config.speed:g}",
+                "EMULATOR_INET_DOWN": f"{self.market.full(inst.offer_index)['inet_down']:g}",
             }
         )
         for name, number in port_map(inst).items():  # as Vast: VAST_TCP_PORT_8080=<host port>
@@ -932,7 +988,7 @@ class EmulatorState:
                 "storage_total_cost": prices["storage_total_cost"],
                 "template_hash_id": inst.template_hash_id,
                 "template_id": inst.template_id,
-                "template_name": None,
+                "template_name": inst.template_name,
                 "time_remaining": format_remaining(duration) if running else "",
                 "time_remaining_isbid": format_remaining(duration) if running else "",
                 "uptime_mins": uptime,
@@ -983,6 +1039,16 @@ def _control_core(inst: Instance, actual: str | None, msg: str | None) -> dict[s
     }
 
 
+_OP_TEXT = {"eq": "==", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _condition_text(name: str, spec: Any) -> str:
+    """{"gte": 24000} on gpu_ram -> "gpu_ram >= 24000" (the CLI's query syntax)."""
+    if not isinstance(spec, dict):
+        return f"{name} == {spec}"
+    return " and ".join(f"{name} {_OP_TEXT.get(op, op)} {value}" for op, value in spec.items())
+
+
 def port_map(inst: Instance) -> dict[str, int]:
     """Container port ("22/tcp", "8080/tcp", ...) -> host port. Only 22/tcp is served (SSH);
     the `-p` ports are numbered after it, as the API shows them, but nothing listens there."""
@@ -1014,9 +1080,15 @@ class _CreateRequest:
     template_hash_id: str | None
     cancel_unavail: bool
     target_state: str
+    extra_filters: dict[str, Any]
 
     @classmethod
-    def parse(cls, body: dict[str, Any], offer_id: int) -> _CreateRequest:
+    def parse(
+        cls, body: dict[str, Any], offer_id: int, template: dict[str, Any] | None = None
+    ) -> _CreateRequest:
+        """The body, on top of `template` when one is named: the request's scalars win when
+        given (not null), `env` and `extra_filters` are merged by key (reference 4)."""
+
         def opt_str(name: str, limit: int | None = None) -> str | None:
             value = body.get(name)
             if value is None:
@@ -1027,16 +1099,14 @@ class _CreateRequest:
                 raise invalid_args(f"{name} is longer than {limit} characters", ask_id=offer_id)
             return value
 
-        template_hash_id = opt_str("template_hash_id")
-        template_id = body.get("template_id")
-        if template_id is not None and (
-            isinstance(template_id, bool) or not isinstance(template_id, int)
-        ):
-            raise invalid_args("template_id must be an integer", ask_id=offer_id)
-        image = opt_str("image") or DEFAULT_IMAGE
+        tpl = template or {}
+        default_image = f"{tpl['image']}:{tpl['tag']}" if template else DEFAULT_IMAGE
+        image = opt_str("image") or default_image
         if not image.strip() or any(c.isspace() for c in image):
             raise invalid_args("image must be a docker image name", ask_id=offer_id)
-        disk_raw = body.get("disk", 10.0)
+        disk_raw = body.get("disk")
+        if disk_raw is None:
+            disk_raw = tpl.get("recommended_disk_space") or 10.0
         if isinstance(disk_raw, bool) or not isinstance(disk_raw, int | float) or disk_raw <= 0:
             raise invalid_args("disk must be a positive number of GB", ask_id=offer_id)
         price_raw = body.get("price")
@@ -1065,7 +1135,7 @@ class _CreateRequest:
                     },
                 )
             price = float(price_raw)
-        runtype = opt_str("runtype")
+        runtype = opt_str("runtype") or tpl.get("runtype")
         args = body.get("args")
         if args is not None and (
             not isinstance(args, list) or not all(isinstance(a, str) for a in args)
@@ -1077,17 +1147,24 @@ class _CreateRequest:
         label = opt_str("label")
         if label is not None and len(label) > MAX_LABEL:
             raise ApiError(400, {"error": "invalid_args", "msg": "label_too_long"})
+        env = dict((k, v) for k, v in parse_env(tpl.get("env")))
+        env.update((k, v) for k, v in parse_env(body.get("env")))
+        filters = body.get("extra_filters") or {}
+        if not isinstance(filters, dict):
+            raise invalid_args("extra_filters must be an object", ask_id=offer_id)
+        onstart = opt_str("onstart", MAX_ONSTART)
         return cls(
             image=image,
             runtype=runtype or ("args" if args else "ssh"),
             args=list(args or []),
-            extra_env=parse_env(body.get("env")),
-            onstart=opt_str("onstart", MAX_ONSTART),
+            extra_env=[[k, v] for k, v in env.items()],
+            onstart=onstart if onstart is not None else (tpl.get("onstart") or None),
             label=label,
             disk=float(disk_raw),
             price=price,
-            template_id=template_id,
-            template_hash_id=template_hash_id,
+            template_id=tpl.get("id"),
+            template_hash_id=tpl.get("hash_id"),
             cancel_unavail=bool(body.get("cancel_unavail", False)),
             target_state=target_state,
+            extra_filters={**(tpl.get("extra_filters") or {}), **filters},
         )

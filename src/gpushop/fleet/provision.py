@@ -23,11 +23,20 @@ from gpushop.errors import (
     ProviderUnavailable,
 )
 from gpushop.fleet import choice, money, verify
+from gpushop.fleet.connect import connect_rental
 from gpushop.fleet.owners import Owner
 from gpushop.fleet.release import ReleaseFailed, release_rental
 from gpushop.fleet.wait import NotReady, wait_ready
 from gpushop.market.service import Market
-from gpushop.models import CreateRequest, Instance, Offer, OfferQuery, RentalState, SortKey
+from gpushop.models import (
+    CreateRequest,
+    Instance,
+    InstanceStatus,
+    Offer,
+    OfferQuery,
+    RentalState,
+    SortKey,
+)
 from gpushop.providers.base import Provider
 from gpushop.ssh import client as ssh
 from gpushop.ssh.keys import KeyPair
@@ -87,6 +96,7 @@ class Provisioner:
         self.keypair = keypair
         self.owner = owner or Owner.me()
         self.rng = rng or random.Random()
+        self._search_s = 0.0  # the last search, recorded per rental as "offer_chosen"
 
     async def candidates(self, opts: UpOptions) -> list[Offer]:
         if opts.offer_id:
@@ -112,7 +122,9 @@ class Provisioner:
         errors: list[str] = []
         tried: set[str] = set()
         failures = races = 0
+        searched = time.monotonic()
         offers = await self.candidates(opts)
+        self._search_s = time.monotonic() - searched
         while failures < max(1, opts.max_attempts):
             claimed = self._claimed_offers()
             pending = [o for o in offers if o.id not in tried and o.id not in claimed]
@@ -179,6 +191,7 @@ class Provisioner:
             machine_id=offer.machine_id,
             details={"storage_per_hour": offer.storage_price_per_hour, "offer": offer.id},
         )
+        self.store.record_timing(rental.id, "offer_chosen", self._search_s)
         rival = self._earlier_claim(rental.id, offer)
         if rival is not None:
             # Another `up` (this machine or another, through the shared store) wrote its claim
@@ -271,8 +284,12 @@ class Provisioner:
             )
 
         last = [""]
+        running_seen = [False]
 
         def show(inst: Instance) -> None:
+            if inst.status is InstanceStatus.RUNNING and not running_seen[0]:
+                running_seen[0] = True  # the provider says running; SSH may still be starting
+                self.store.record_timing(rental.id, "running", time.monotonic() - created_at)
             line = f"{inst.raw_status or 'provisioning'}: {inst.status_msg or ''}".strip()
             if line != last[0]:  # say it when it changes, not every poll
                 last[0] = line
@@ -290,30 +307,12 @@ class Provisioner:
         return self.store.transition(rental.id, RentalState.READY, "SSH answers")
 
     async def _verify(self, rental: Rental, offer: Offer, opts: UpOptions) -> None:
-        assert rental.ssh_host and rental.ssh_port
-        target = ssh.Target(rental.ssh_host, rental.ssh_port, rental.ssh_user or "root")
-
-        def record(key: str) -> None:
-            self.store.update(rental.id, host_key=key)
-
-        # keys may take a few seconds to reach a fresh instance
-        conn = None
-        for delay in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0):
-            await asyncio.sleep(delay)
-            try:
-                conn = await ssh.connect(
-                    target,
-                    self.keypair.load_private(),
-                    known_host_key=rental.host_key,
-                    record_host_key=record,
-                )
-                break
-            except ssh.HostKeyChanged:
-                raise
-            except ssh.SshError as exc:
-                last = exc
-        if conn is None:
-            raise NotReady(f"SSH never accepted our key: {last}")
+        try:
+            conn = await connect_rental(self.store, rental, self.keypair)
+        except ssh.HostKeyChanged:
+            raise
+        except ssh.SshError as exc:
+            raise NotReady(f"SSH never accepted our key: {exc}") from None
         async with conn:
             _, out, _ = await ssh.run(conn, verify.PROBE_COMMAND)
         facts = verify.parse_probe(out)

@@ -13,10 +13,11 @@ password: it is never logged; show ``Store.url_for_display`` (password masked) i
 
 from gpushop.store.costs import accrued_cost, committed_cost
 from gpushop.store.locks import LockBusy
-from gpushop.store.records import Rental, RentalEvent, Segment
+from gpushop.store.records import Job, Rental, RentalEvent, Segment
 from gpushop.store.store import StaleState, Store
 
 __all__ = [
+    "Job",
     "LockBusy",
     "Rental",
     "RentalEvent",

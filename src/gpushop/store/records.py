@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from gpushop.models import RentalState
+from gpushop.models import JobState, RentalState
 
 GPU = "gpu"  # a segment billed at the rental's price_per_hour
 STORAGE = "storage"  # a segment billed at details["storage_per_hour"] (stopped / interrupted)
@@ -79,3 +79,28 @@ class RentalEvent:
     kind: str
     reason: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Job:
+    """OUR record of a job: what to run (``spec``), where (``rental_id``) and how far it got."""
+
+    id: str
+    kind: str
+    name: str
+    state: JobState
+    created_at: datetime
+    updated_at: datetime
+    rental_id: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    remote_dir: str | None = None
+    log_offset: int = 0
+    exit_code: int | None = None
+    error: str | None = None
+    cost_usd: float | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    heartbeat_at: datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)

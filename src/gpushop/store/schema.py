@@ -142,6 +142,35 @@ class TimingRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     rental_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
     phase: Mapped[str] = mapped_column(String(64), index=True)
     seconds: Mapped[float] = mapped_column(Float)
     at: Mapped[datetime]
+
+
+class JobRow(Base):
+    """A command run on a rental (or on several, when one was lost and the job resumed)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "run", "flux-lora"
+    name: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    rental_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # what to run: command, transfers, env NAMES (values are never stored), limits (jobs/spec.py)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    remote_dir: Mapped[str | None] = mapped_column(Text)
+    log_offset: Mapped[int] = mapped_column(Integer, default=0)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None]
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -17,13 +17,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gpushop.models import TERMINAL, RentalState, can_transition
+from gpushop.models import TERMINAL, JobState, RentalState, can_transition
 from gpushop.store import costs
 from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normalise_url, sqlite_path
 from gpushop.store.locks import LockBusy, advisory_key, file_lock, pg_advisory_lock, thread_lock
 from gpushop.store.migrate import upgrade
-from gpushop.store.records import Rental, RentalEvent, Segment
-from gpushop.store.schema import HostBlockRow, RentalEventRow, RentalRow, TimingRow
+from gpushop.store.records import Job, Rental, RentalEvent, Segment
+from gpushop.store.schema import HostBlockRow, JobRow, RentalEventRow, RentalRow, TimingRow
 
 __all__ = ["LockBusy", "StaleState", "Store"]
 
@@ -484,26 +484,149 @@ class Store:
 
     # -- timings -------------------------------------------------------------------------------
 
-    def record_timing(self, rental_id: str | None, phase: str, seconds: float) -> None:
+    def record_timing(
+        self, rental_id: str | None, phase: str, seconds: float, *, job_id: str | None = None
+    ) -> None:
         with self._write() as session:
             session.add(
-                TimingRow(rental_id=rental_id, phase=phase, seconds=seconds, at=self.clock())
+                TimingRow(
+                    rental_id=rental_id,
+                    job_id=job_id,
+                    phase=phase,
+                    seconds=seconds,
+                    at=self.clock(),
+                )
             )
 
     def timings(
         self, *, rental_id: str | None = None, phase: str | None = None
     ) -> builtins.list[dict[str, Any]]:
-        """Recorded timings, oldest first: ``{"rental_id", "phase", "seconds", "at"}``."""
-        query = select(TimingRow).order_by(TimingRow.id)
+        """Recorded timings, oldest first, with the rental's GPU, image and provider:
+        ``{"rental_id", "job_id", "phase", "seconds", "at", "gpu_name", "image", "provider"}``."""
+        query = (
+            select(TimingRow, RentalRow.gpu_name, RentalRow.image, RentalRow.provider)
+            .outerjoin(RentalRow, RentalRow.id == TimingRow.rental_id)
+            .order_by(TimingRow.id)
+        )
         if rental_id is not None:
             query = query.where(TimingRow.rental_id == rental_id)
         if phase is not None:
             query = query.where(TimingRow.phase == phase)
         with self._read() as session:
             return [
-                {"rental_id": t.rental_id, "phase": t.phase, "seconds": t.seconds, "at": t.at}
-                for t in session.scalars(query)
+                {
+                    "rental_id": t.rental_id,
+                    "job_id": t.job_id,
+                    "phase": t.phase,
+                    "seconds": t.seconds,
+                    "at": t.at,
+                    "gpu_name": gpu,
+                    "image": image,
+                    "provider": provider,
+                }
+                for t, gpu, image, provider in session.execute(query)
             ]
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def new_job(
+        self, *, kind: str, name: str, spec: Mapping[str, Any], owner_host: str, owner_pid: int
+    ) -> Job:
+        check_no_secrets(dict(spec), "spec")
+        now = self.clock()
+        job = Job(
+            id="j" + new_rental_id()[1:],
+            kind=kind,
+            name=name,
+            state=JobState.PENDING,
+            created_at=now,
+            updated_at=now,
+            spec=dict(spec),
+            owner_host=owner_host,
+            owner_pid=owner_pid,
+            heartbeat_at=now,
+        )
+        values = dataclasses.asdict(job)
+        values["state"] = job.state.value
+        with self._write() as session:
+            session.add(JobRow(**values))
+        return job
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._read() as session:
+            row = session.get(JobRow, job_id)
+            return _to_job(row) if row is not None else None
+
+    def list_jobs(self, *, active_only: bool = False) -> builtins.list[Job]:
+        """Jobs, newest first."""
+        query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+        if active_only:
+            ended = [s.value for s in JobState if s.terminal]
+            query = query.where(JobRow.state.not_in(ended))
+        with self._read() as session:
+            return [_to_job(row) for row in session.scalars(query)]
+
+    def update_job(
+        self, job_id: str, *, expect: Iterable[JobState] | None = None, **fields: Any
+    ) -> Job:
+        """Set fields (``details`` is merged); with ``expect``, only from one of those states
+        (compare-and-set, else :class:`StaleState`)."""
+        unknown = set(fields) - _JOB_SETTABLE
+        if unknown:
+            raise ValueError(f"not settable on a job: {sorted(unknown)}")
+        for key in ("spec", "details", "error"):
+            if fields.get(key) is not None:
+                check_no_secrets(fields[key], key)
+        with self._write() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise KeyError(f"no job {job_id!r}")
+            if expect is not None and JobState(row.state) not in set(expect):
+                raise StaleState(f"job {job_id} is {row.state}")
+            for key, value in fields.items():
+                if key == "details":
+                    value = {**(row.details or {}), **value}
+                elif key == "state":
+                    value = JobState(value).value
+                setattr(row, key, value)
+            row.updated_at = self.clock()
+            session.flush()
+            return _to_job(row)
+
+    def claim_job(self, job_id: str, owner_host: str, owner_pid: int) -> Job:
+        return self.update_job(
+            job_id, owner_host=owner_host, owner_pid=owner_pid, heartbeat_at=self.clock()
+        )
+
+    def heartbeat_job(self, job_id: str, owner_host: str, owner_pid: int) -> bool:
+        """Refresh the heartbeat while we still own the job; False when someone took it over."""
+        with self._write() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.owner_host == owner_host,
+                    JobRow.owner_pid == owner_pid,
+                )
+                .values(heartbeat_at=self.clock())
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+
+_JOB_SETTABLE = {f.name for f in dataclasses.fields(Job)} - {
+    "id",
+    "kind",
+    "created_at",
+    "updated_at",
+}
+
+
+def _to_job(row: JobRow) -> Job:
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(Job)}
+    values["state"] = JobState(row.state)
+    values["spec"] = dict(row.spec or {})
+    values["details"] = dict(row.details or {})
+    return Job(**values)
 
 
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:

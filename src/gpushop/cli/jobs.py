@@ -1,0 +1,604 @@
+"""``gpushop run / jobs / logs / attach / timings``: jobs on rented instances."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from gpushop.cli.common import print_json, run_async, settings
+from gpushop.cli.shopping import (
+    CountryOpt,
+    DiskOpt,
+    GpuOpt,
+    InterruptibleOpt,
+    JsonOpt,
+    MaxPriceOpt,
+    MinCudaOpt,
+    MinRelOpt,
+    MinVramOpt,
+    NumGpusOpt,
+    SortOpt,
+    UnverifiedOpt,
+)
+from gpushop.errors import UsageError
+from gpushop.models import SortKey
+
+if TYPE_CHECKING:
+    from gpushop.jobs.runner import Hooks
+    from gpushop.jobs.spec import JobSpec
+    from gpushop.store import Job
+
+# exit codes of a job command: its outcome, as a shell would see it
+EXIT_BY_STATE = {"succeeded": 0, "failed": 1, "timed_out": 124, "cancelled": 130}
+
+
+class TerminalOutput:
+    """Progress lines on stderr, the job's log on stdout, transfers as rich progress bars."""
+
+    def __init__(self, *, show_log: bool = True, log_to_stderr: bool = False) -> None:
+        self.show_log = show_log
+        self._sink = sys.stderr if log_to_stderr else sys.stdout
+        self._bars: Any = None
+
+    def message(self, text: str) -> None:
+        self._stop_bars()
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        print(f"[{stamp}] {text}", file=sys.stderr, flush=True)
+
+    def log(self, data: bytes) -> None:
+        if self.show_log:
+            self._stop_bars()
+            self._sink.buffer.write(data)
+            self._sink.flush()
+
+    def progress(self, label: str) -> Callable[[int, int], None]:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TransferSpeedColumn,
+        )
+
+        if self._bars is None:
+            self._bars = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bars.start()
+        task = self._bars.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            if self._bars is not None:
+                self._bars.update(task, completed=done, total=total or None)
+
+        return update
+
+    def _stop_bars(self) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+
+
+def _list(values: list[str] | None) -> list[str]:
+    return list(values or [])
+
+
+def create_job(kind: str, name: str, spec: JobSpec) -> str:
+    from gpushop.fleet.owners import Owner
+    from gpushop.store import Store
+
+    cfg = settings()
+    me = Owner.me()
+    store = Store.open(cfg.db_url)
+    try:
+        return store.new_job(
+            kind=kind, name=name, spec=spec.to_json(), owner_host=me.host, owner_pid=me.pid
+        ).id
+    finally:
+        store.close()
+
+
+def detach(job_id: str, secrets: dict[str, str]) -> None:
+    """Hand the job to a background ``gpushop attach`` that outlives this terminal."""
+    from gpushop.jobs.runner import job_dir
+    from gpushop.store import Store
+
+    cfg = settings()
+    store = Store.open(cfg.db_url)
+    try:
+        store.update_job(job_id, owner_host=None, owner_pid=None)  # free for the child to claim
+    finally:
+        store.close()
+    log = job_dir(job_id) / "supervisor.log"
+    env = {**os.environ, **secrets}  # secrets reach the child by its environment only
+    # a shell that starts the supervisor in the background and exits at once: the supervisor
+    # is nobody's child then (no zombie, no wait), in its own session, free of this terminal
+    with log.open("ab") as out:
+        subprocess.run(  # noqa: S603 - our own interpreter and module
+            [
+                "/bin/sh",
+                "-c",
+                '"$@" </dev/null >>"$0" 2>&1 &',
+                str(log),
+                sys.executable,
+                "-m",
+                "gpushop",
+                "attach",
+                job_id,
+                "--quiet",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            check=True,
+        )
+
+
+def drive(
+    job_id: str,
+    *,
+    secrets: dict[str, str] | None = None,
+    hooks: Hooks | None = None,
+    show_log: bool = True,
+    log_to_stderr: bool = False,
+) -> Job:
+    from gpushop.jobs.runner import JobRunner
+
+    cfg = settings()
+    output = TerminalOutput(show_log=show_log, log_to_stderr=log_to_stderr)
+
+    async def go() -> Job:
+        from gpushop.fleet.reconcile import reconcile
+        from gpushop.shop import Shop
+
+        async with Shop(cfg) as shop:
+            report = await reconcile(shop.store, shop.provider_map())
+            for entry in report.actions:
+                output.message(
+                    f"reconcile: {entry['kind']} {entry['rental_id'] or entry['instance_id']}"
+                )
+            runner = JobRunner(
+                shop.store,
+                shop.provider_map(),
+                shop.provisioner(),
+                shop.keypair(),
+                output,
+                hooks=hooks,
+                secrets=secrets,
+            )
+            return await runner.drive(job_id)
+
+    try:
+        return run_async(go())
+    finally:
+        output._stop_bars()
+
+
+def finish(job: Job, as_json: bool) -> None:
+    """The summary of an ended job, and its outcome as the exit code."""
+    summary = job_summary(job)
+    if as_json:
+        print_json(summary)
+    else:
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings"].items())
+        print(
+            f"job {job.id} {job.state.value}"
+            + (f" (exit {job.exit_code})" if job.exit_code is not None else "")
+            + f"; cost ${job.cost_usd or 0:.4f}; {phases}",
+            file=sys.stderr,
+        )
+        if job.error:
+            print(f"  {job.error}", file=sys.stderr)
+    code = EXIT_BY_STATE.get(job.state.value, 1)
+    if code:
+        raise typer.Exit(code)
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    from gpushop.store import Store
+
+    cfg = settings()
+    store = Store.open(cfg.db_url)
+    try:
+        timings: dict[str, float] = {}
+        for rid in job.details.get("rentals", []):
+            for t in store.timings(rental_id=rid):
+                timings[t["phase"]] = timings.get(t["phase"], 0.0) + t["seconds"]
+        rentals = [store.get(r) for r in job.details.get("rentals", [])]
+    finally:
+        store.close()
+    return {
+        "job_id": job.id,
+        "kind": job.kind,
+        "name": job.name,
+        "state": job.state.value,
+        "exit_code": job.exit_code,
+        "error": job.error,
+        "cost_usd": job.cost_usd,
+        "rentals": [
+            {
+                "rental_id": r.id,
+                "provider": r.provider,
+                "gpu_name": r.gpu_name,
+                "price_per_hour": r.price_per_hour,
+                "state": r.state.value,
+            }
+            for r in rentals
+            if r is not None
+        ],
+        "resumes": job.details.get("resumes", 0),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "created_at": job.created_at.isoformat(),
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+    }
+
+
+def offer_options(
+    *,
+    gpu: list[str] | None,
+    min_vram: float | None,
+    num_gpus: int | None,
+    max_price: float | None,
+    min_reliability: float,
+    disk: float,
+    min_cuda: float | None,
+    country: list[str] | None,
+    interruptible: bool,
+    unverified: bool,
+    sort: SortKey,
+    offer: str | None,
+    attempts: int,
+) -> dict[str, Any]:
+    from gpushop.jobs.offer_flags import offer_flags
+
+    cfg = settings()
+    return offer_flags(
+        {
+            "gpu": gpu,
+            "min_vram": min_vram,
+            "num_gpus": num_gpus,
+            "max_price": max_price,
+            "min_reliability": min_reliability,
+            "disk": disk,
+            "min_cuda": min_cuda,
+            "country": country,
+            "interruptible": interruptible,
+            "unverified": unverified,
+            "settings_max_price": cfg.vastai_max_bid_per_hour,
+        },
+        sort=sort.value,
+        offer=offer,
+        attempts=attempts,
+        budget_usd=cfg.gpushop_budget_usd,
+        price_cap=max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
+    )
+
+
+def run(
+    cmd: Annotated[str, typer.Option("--cmd", help="Shell command to run on the instance.")],
+    upload: Annotated[
+        list[str] | None, typer.Option("--upload", help="DIR[:REMOTE], repeatable.")
+    ] = None,
+    download: Annotated[
+        list[str] | None, typer.Option("--download", help="REMOTE[:LOCAL], repeatable.")
+    ] = None,
+    gpu: GpuOpt = None,
+    min_vram: MinVramOpt = None,
+    num_gpus: NumGpusOpt = None,
+    max_price: MaxPriceOpt = None,
+    min_reliability: MinRelOpt = 0.98,
+    disk: DiskOpt = 32.0,
+    min_cuda: MinCudaOpt = None,
+    country: CountryOpt = None,
+    interruptible: InterruptibleOpt = False,
+    unverified: UnverifiedOpt = False,
+    sort: SortOpt = SortKey.VALUE,
+    offer: Annotated[str | None, typer.Option("--offer", help="Rent exactly vastai:ID.")] = None,
+    attempts: Annotated[int, typer.Option("--attempts", help="Offers to try at most.")] = 3,
+    image: Annotated[str | None, typer.Option("--image", help="Docker image.")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="Template hash.")] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="KEY=VALUE, or KEY to pass your own value; repeatable."),
+    ] = None,
+    workdir: Annotated[str, typer.Option("--workdir", help="Where CMD runs.")] = "/workspace",
+    timeout: Annotated[
+        str | None, typer.Option("--timeout", help="Stop the command after this (e.g. 2h).")
+    ] = None,
+    sync_every: Annotated[
+        str,
+        typer.Option("--sync-every", help="Download new outputs this often while it runs."),
+    ] = "10m",
+    max_duration: Annotated[
+        str | None,
+        typer.Option(
+            "--max-duration", help="Rental released after this (default: 4h, or --timeout + 1h)."
+        ),
+    ] = None,
+    resume_on_loss: Annotated[
+        int,
+        typer.Option("--resume-on-loss", help="Rent again and resume this many times."),
+    ] = 0,
+    detach_: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return at once; see `gpushop jobs`.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rent, upload, run CMD detached on the instance, follow its log, download, release."""
+    from gpushop.jobs.spec import JobSpec, parse_download, parse_env, parse_upload
+    from gpushop.units import parse_duration
+
+    if image and template:
+        raise UsageError("give --image or --template, not both")
+    if not cmd.strip():
+        raise UsageError("--cmd must not be empty")
+    if not 0 <= resume_on_loss <= 10:
+        raise UsageError("--resume-on-loss must be between 0 and 10")
+    timeout_s = parse_duration(timeout) if timeout else None
+    plain, names, secrets = parse_env(_list(env))
+    limit = parse_duration(max_duration) if max_duration else 4 * 3600.0
+    if max_duration is None and timeout_s is not None:
+        limit = max(limit, timeout_s + 3600.0)
+    if timeout_s is not None and timeout_s >= limit:
+        raise UsageError("--timeout must be shorter than --max-duration")
+    spec = JobSpec(
+        command=cmd,
+        uploads=[parse_upload(u, workdir) for u in _list(upload)],
+        downloads=[parse_download(d, workdir) for d in _list(download)],
+        workdir=workdir,
+        env=plain,
+        env_from_local=names,
+        timeout_s=timeout_s,
+        sync_every_s=None if sync_every == "off" else parse_duration(sync_every),
+        resume_on_loss=resume_on_loss,
+        offer=offer_options(
+            gpu=gpu,
+            min_vram=min_vram,
+            num_gpus=num_gpus,
+            max_price=max_price,
+            min_reliability=min_reliability,
+            disk=disk,
+            min_cuda=min_cuda,
+            country=country,
+            interruptible=interruptible,
+            unverified=unverified,
+            sort=sort,
+            offer=offer,
+            attempts=attempts,
+        ),
+        image=image,
+        template_hash=template,
+        max_duration_s=limit,
+    )
+    job_id = create_job("run", cmd.split()[0][:64], spec)
+    if detach_:
+        detach(job_id, secrets)
+        if as_json:
+            print_json({"job_id": job_id, "state": "pending"})
+        else:
+            print(job_id)
+            print(
+                f"  follow: gpushop logs {job_id} -f   attach: gpushop attach {job_id}",
+                file=sys.stderr,
+            )
+        return
+    print(f"job {job_id}", file=sys.stderr)
+    finish(drive(job_id, secrets=secrets, log_to_stderr=as_json), as_json)
+
+
+def jobs(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Also ended jobs.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your jobs: state, where they run, how long, what they cost."""
+    from gpushop.fleet.owners import owner_alive
+    from gpushop.store import Store
+
+    cfg = settings()
+    store = Store.open(cfg.db_url)
+    try:
+        found = store.list_jobs(active_only=not all_)
+        rentals = {j.rental_id: store.get(j.rental_id) for j in found if j.rental_id}
+    finally:
+        store.close()
+    now = datetime.now(UTC)
+    rows = []
+    for j in found:
+        rental = rentals.get(j.rental_id) if j.rental_id else None
+        watched = owner_alive(j.owner_host, j.owner_pid, j.heartbeat_at, now)
+        rows.append(
+            {
+                "job_id": j.id,
+                "kind": j.kind,
+                "name": j.name,
+                "state": j.state.value,
+                "watched": watched,
+                "rental_id": j.rental_id,
+                "gpu_name": rental.gpu_name if rental else None,
+                "provider": rental.provider if rental else None,
+                "exit_code": j.exit_code,
+                "cost_usd": j.cost_usd,
+                "created_at": j.created_at.isoformat(),
+                "ended_at": j.ended_at.isoformat() if j.ended_at else None,
+                "resumes": j.details.get("resumes", 0),
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        print("no jobs" + ("" if all_ else " running (--all shows ended ones)"))
+        return
+    from rich.table import Table
+
+    from gpushop.cli.render import console
+
+    table = Table(header_style="bold")
+    for col in ("job", "kind", "name", "state", "rental", "GPU", "age", "exit", "cost $"):
+        table.add_column(col, no_wrap=True)
+    for j, row in zip(found, rows, strict=True):
+        state = row["state"]
+        if not j.state.terminal and not row["watched"]:
+            state += " (unwatched: attach)"
+        table.add_row(
+            j.id,
+            j.kind,
+            j.name,
+            state,
+            j.rental_id or "-",
+            row["gpu_name"] or "-",
+            _age((now - j.created_at).total_seconds()),
+            "-" if j.exit_code is None else str(j.exit_code),
+            "-" if j.cost_usd is None else f"{j.cost_usd:.3f}",
+        )
+    console().print(table)
+
+
+def _age(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _load_job(job_id: str) -> Job:
+    from gpushop.store import Store
+
+    store = Store.open(settings().db_url)
+    try:
+        job = store.get_job(job_id)
+    finally:
+        store.close()
+    if job is None:
+        raise UsageError(f"no job {job_id!r} (see `gpushop jobs --all`)")
+    return job
+
+
+def _watched(job: Job) -> bool:
+    from gpushop.fleet.owners import owner_alive
+
+    return owner_alive(job.owner_host, job.owner_pid, job.heartbeat_at, datetime.now(UTC))
+
+
+def follow_local(job_id: str, *, offset: int = 0, follow: bool = True) -> Job:
+    """Print the local log from ``offset``; with ``follow``, keep printing while the process
+    that drives the job lives. Returns the job as last seen."""
+    from gpushop.jobs.runner import log_path
+
+    path = log_path(job_id)
+    while True:
+        job = _load_job(job_id)
+        if path.exists():
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+            if data:
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+                offset += len(data)
+        if not follow or job.state.terminal or not _watched(job):
+            return job
+        time.sleep(0.2)
+
+
+def logs(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+) -> None:
+    """A job's log (kept locally, also after the job failed)."""
+    job = follow_local(job_id, follow=follow)
+    if follow and not job.state.terminal and not _watched(job):
+        print(
+            f"gpushop: no gpushop process is following job {job_id}; "
+            f"`gpushop attach {job_id}` resumes it",
+            file=sys.stderr,
+        )
+
+
+def attach(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the job's log.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume a job: follow its log, then download and release as the job would have. Recovers
+    a job whose gpushop process died; follows one whose process still lives."""
+    from gpushop.jobs.runner import log_path
+
+    job = _load_job(job_id)
+    if not job.state.terminal and _watched(job):
+        print(f"job {job_id} is being run by pid {job.owner_pid}: following it", file=sys.stderr)
+        job = follow_local(job_id)
+    elif not job.state.terminal:
+        start = log_path(job_id).stat().st_size if log_path(job_id).exists() else 0
+        if not quiet and start:
+            follow_local(job_id, follow=False)
+        job = drive(job_id, hooks=_hooks_for(job), show_log=not quiet, log_to_stderr=as_json)
+    finish(job, as_json)
+
+
+def _hooks_for(job: Job) -> Hooks | None:
+    if job.kind == "flux-lora":
+        from gpushop.cli.training import flux_hooks
+
+        return flux_hooks(job)
+    return None
+
+
+def timings(
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-phase timings of your rentals and jobs by GPU model, image and provider (median, p90),
+    to set realistic timeouts and watchdogs."""
+    from gpushop.jobs.timings_report import summarize
+    from gpushop.store import Store
+
+    store = Store.open(settings().db_url)
+    try:
+        rows = summarize(store.timings())
+    finally:
+        store.close()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        print("no timings yet: they are recorded by `gpushop up`, `run` and `train`")
+        return
+    from rich.table import Table
+
+    from gpushop.cli.render import console
+
+    table = Table(header_style="bold")
+    for col in ("GPU", "image", "provider", "phase", "n", "median s", "p90 s"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["gpu_name"] or "-",
+            r["image"] or "-",
+            r["provider"] or "-",
+            r["phase"],
+            str(r["count"]),
+            f"{r['median_s']:.1f}",
+            f"{r['p90_s']:.1f}",
+        )
+    console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(jobs)
+    app.command()(logs)
+    app.command()(attach)
+    app.command()(timings)

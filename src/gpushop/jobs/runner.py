@@ -1,0 +1,549 @@
+"""Drive a job from wherever it is to its end: rent, upload, launch, follow, sync, download,
+release. Every step can be re-run after a crash (``gpushop attach``): transfers skip what is
+already there, a launched job is found by its pid file, and the local log is the concatenation
+of the remote logs, so its size says where to resume reading.
+
+Whatever happens (success, failure, timeout, Ctrl-C, a lost rental), the outputs are downloaded
+as far as they can be and the rental is released; the local log is always kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import asyncssh
+
+from gpushop.config import data_dir
+from gpushop.errors import GpushopError, ProviderError
+from gpushop.fleet.connect import connect_rental
+from gpushop.fleet.owners import Owner
+from gpushop.fleet.provision import Provisioner, UpOptions
+from gpushop.fleet.release import ReleaseFailed, release_rental
+from gpushop.jobs import remote
+from gpushop.jobs.offer_flags import up_options
+from gpushop.jobs.spec import JobSpec, Transfer, launch_env
+from gpushop.models import InstanceStatus, JobState, RentalState
+from gpushop.providers.base import Provider
+from gpushop.ssh import client as ssh
+from gpushop.ssh import transfer
+from gpushop.ssh.keys import KeyPair
+from gpushop.store import Job, Rental, Store, accrued_cost
+
+log = logging.getLogger("gpushop.jobs")
+HEARTBEAT_S = 5.0
+STATUS_POLL_S = 1.0
+RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # ~1 minute of SSH trouble on a live host
+
+
+class JobFailed(GpushopError):
+    exit_code = 1
+
+
+class RentalLost(GpushopError):
+    """The instance went away (outbid, host offline, destroyed) while the job ran."""
+
+
+class Output(Protocol):
+    def message(self, text: str) -> None: ...
+
+    def log(self, data: bytes) -> None: ...
+
+    def progress(self, label: str) -> Callable[[int, int], None]: ...
+
+
+@dataclass
+class Hooks:
+    """Recipe-specific knowledge the generic runner lacks."""
+
+    # what a lost rental cost in progress, e.g. "lost 237 steps (resuming at step 1000)"
+    lost: Callable[[Job, Path], str | None] = lambda job, log_path: None
+    # problems with the downloaded outputs (an empty list: all good)
+    verify: Callable[[Job], list[str]] = lambda job: []
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def job_dir(job_id: str) -> Path:
+    """Where the job's local log lives (kept on failure, and after success too)."""
+    path = data_dir() / "jobs" / job_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log_path(job_id: str) -> Path:
+    return job_dir(job_id) / "job.log"
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: Store,
+        providers: dict[str, Provider],
+        provisioner: Provisioner,
+        keypair: KeyPair,
+        output: Output,
+        *,
+        hooks: Hooks | None = None,
+        secrets: dict[str, str] | None = None,
+        owner: Owner | None = None,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.provisioner = provisioner
+        self.keypair = keypair
+        self.out = output
+        self.hooks = hooks or Hooks()
+        self.secrets = secrets or {}
+        self.owner = owner or Owner.me()
+        self._conn: asyncssh.SSHClientConnection | None = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def drive(self, job_id: str) -> Job:
+        job = self.store.claim_job(job_id, self.owner.host, self.owner.pid)
+        beat = asyncio.create_task(self._heartbeat(job_id))
+        try:
+            while not job.state.terminal:
+                job = await self._step(job)
+            return job
+        except BaseException as exc:
+            # Ctrl-C, SIGTERM or an error: outputs so far, then release. Never leave it billing.
+            reason = (
+                "interrupted"
+                if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+                else str(exc)
+            )
+            final = JobState.CANCELLED if reason == "interrupted" else JobState.FAILED
+            await asyncio.shield(self._abort(job_id, reason, final))
+            raise
+        finally:
+            beat.cancel()
+            await self._close()
+
+    async def _step(self, job: Job) -> Job:
+        spec = JobSpec.from_json(job.spec)
+        if job.state in (JobState.PENDING, JobState.PROVISIONING):
+            return await self._rent(job, spec)
+        if job.state is JobState.UPLOADING:
+            return await self._upload_and_launch(job, spec)
+        if job.state is JobState.RUNNING:
+            return await self._follow(job, spec)
+        if job.state is JobState.DOWNLOADING:
+            return await self._download(job, spec)
+        if job.state is JobState.RELEASING:
+            return await self._release(job)
+        raise AssertionError(f"no step for {job.state}")
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    async def _rent(self, job: Job, spec: JobSpec) -> Job:
+        if job.rental_id:
+            rental = self.store.get(job.rental_id)
+            if rental is not None and rental.state is RentalState.READY:
+                return self.store.update_job(job.id, state=JobState.UPLOADING)
+        job = self.store.update_job(job.id, state=JobState.PROVISIONING)
+        opts: UpOptions = up_options(spec)
+        self.out.message(f"searching: {opts.query.describe()}")
+        rental = await self.provisioner.up(opts, self.out.message)
+        rentals = [*job.details.get("rentals", []), rental.id]
+        self.out.message(
+            f"rented {rental.id}: {rental.num_gpus}x {rental.gpu_name} at "
+            f"${rental.price_per_hour or 0:.3f}/h ({rental.provider} {rental.instance_id})"
+        )
+        return self.store.update_job(
+            job.id,
+            state=JobState.UPLOADING,
+            rental_id=rental.id,
+            remote_dir=spec.remote_dir(job.id),
+            details={"rentals": rentals},
+        )
+
+    async def _upload_and_launch(self, job: Job, spec: JobSpec) -> Job:
+        rental = self._rental(job)
+        conn = await self._connection(rental)
+        started = time.monotonic()
+        moves = list(spec.uploads)
+        if job.details.get("restore"):
+            # a resumed job: what was synced back so far goes where the job wrote it
+            moves += [Transfer(t.local, t.remote) for t in spec.downloads if _exists(t.local)]
+        for move in moves:
+            report = await transfer.upload(
+                conn,
+                Path(move.local),
+                move.remote,
+                endpoint=self._endpoint(rental),
+                progress=self.out.progress(f"upload {Path(move.local).name}"),
+            )
+            self.out.message(
+                f"uploaded {move.local} -> {move.remote}: {report.files} files "
+                f"({report.skipped} already there), {report.bytes / 1e6:.1f} MB "
+                f"at {report.mb_per_s:.0f} MB/s ({report.method})"
+            )
+        self.store.record_timing(rental.id, "upload", time.monotonic() - started, job_id=job.id)
+        await self._launch(conn, job, spec)
+        base = log_path(job.id).stat().st_size if log_path(job.id).exists() else 0
+        return self.store.update_job(
+            job.id,
+            state=JobState.RUNNING,
+            started_at=job.started_at or datetime.now(UTC),
+            log_offset=0,
+            details={"log_base": base, "restore": False, "run_started": time.time()},
+        )
+
+    async def _launch(self, conn: asyncssh.SSHClientConnection, job: Job, spec: JobSpec) -> None:
+        directory = spec.remote_dir(job.id)
+        env = launch_env(spec, self.secrets)
+        await _run(conn, f"mkdir -p {_q(directory)} {_q(spec.workdir)}")
+        async with conn.start_sftp_client() as sftp:
+            for name, text in (
+                ("cmd.sh", remote.command_script(spec.workdir, spec.command)),
+                ("wrap.sh", remote.wrapper(directory, spec.timeout_s)),
+            ):
+                async with sftp.open(f"{directory}/{name}", "w") as fh:
+                    await fh.write(text)
+        # the values go through stdin: not in any command line, file or log
+        # (never empty: asyncssh sends no EOF after an empty input, and `read` would wait)
+        stdin = "".join(f"{k}={v}\n" for k, v in env.items()) + "\n"
+        result = await asyncio.wait_for(
+            conn.run(remote.launch(directory), input=stdin, check=False), 60
+        )
+        if result.exit_status != 0:
+            raise JobFailed(f"could not start the job: {str(result.stderr or '').strip()[:300]}")
+        self.out.message(f"job {job.id} started on the instance (detached from this session)")
+
+    async def _follow(self, job: Job, spec: JobSpec) -> Job:
+        rental = self._rental(job)
+        sync = asyncio.create_task(self._sync_loop(job, spec, rental))
+        try:
+            status = await self._stream_until_done(job, spec, rental)
+        except RentalLost as exc:
+            return await self._lost(job, spec, rental, str(exc))
+        finally:
+            sync.cancel()
+            with contextlib.suppress(BaseException):
+                await sync
+        job = self.store.get_job(job.id) or job
+        run_s = time.time() - float(job.details.get("run_started", time.time()))
+        self.store.record_timing(rental.id, "run", run_s, job_id=job.id)
+        code = status.exit_code
+        outcome = (
+            JobState.SUCCEEDED
+            if code == 0
+            else JobState.TIMED_OUT
+            if code == remote.TIMEOUT_EXIT and spec.timeout_s is not None
+            else JobState.FAILED
+        )
+        self.out.message(f"job ended with exit code {code}")
+        return self.store.update_job(
+            job.id,
+            state=JobState.DOWNLOADING,
+            exit_code=code,
+            details={"outcome": outcome.value},
+        )
+
+    async def _stream_until_done(self, job: Job, spec: JobSpec, rental: Rental) -> remote.Status:
+        directory = job.remote_dir or spec.remote_dir(job.id)
+        path = log_path(job.id)
+        troubles = 0
+        while True:
+            try:
+                conn = await self._connection(rental)
+                offset = max(0, _size(path) - int(job.details.get("log_base", 0)))
+                await self._tail(conn, directory, offset, path, job)
+                status = remote.parse_status(await _run(conn, remote.status(directory)))
+            except (ssh.SshError, asyncssh.Error, OSError, ValueError) as exc:
+                await self._close()
+                if not await self._instance_alive(rental):
+                    raise RentalLost(f"instance {rental.instance_id} is gone ({exc})") from None
+                if troubles >= len(RECONNECT_DELAYS):
+                    raise RentalLost(f"SSH to {rental.id} keeps failing: {exc}") from None
+                self.out.message(f"connection lost ({exc}); reconnecting")
+                await asyncio.sleep(RECONNECT_DELAYS[troubles])
+                troubles += 1
+                continue
+            troubles = 0
+            if status.finished:
+                received = _size(path) - int(job.details.get("log_base", 0))
+                if status.log_size > received:
+                    continue  # the last bytes came after the follower stopped: read them
+                return status
+            if status.vanished:
+                raise RentalLost("the job's processes are gone without an exit code")
+            if self._overdue(job, spec):
+                self.out.message(f"job exceeded its timeout of {spec.timeout_s:.0f}s: stopping it")
+                await _run(conn, remote.kill(directory))
+                return remote.Status(True, False, remote.TIMEOUT_EXIT, status.log_size)
+            await asyncio.sleep(STATUS_POLL_S)  # tail ended but the job lives: a blip
+
+    async def _tail(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        directory: str,
+        offset: int,
+        path: Path,
+        job: Job,
+    ) -> None:
+        """Append the remote log from ``offset`` to the local log and the terminal, until the
+        job's wrapper ends (or the connection breaks)."""
+        last_save = time.monotonic()
+        async with conn.create_process(remote.follow(directory, offset), encoding=None) as proc:
+            with path.open("ab") as sink:
+                while chunk := await proc.stdout.read(65536):
+                    sink.write(chunk)
+                    sink.flush()
+                    self.out.log(chunk)
+                    offset += len(chunk)
+                    if time.monotonic() - last_save > 1.0:
+                        self.store.update_job(job.id, log_offset=offset)
+                        last_save = time.monotonic()
+                    if self._overdue(job, JobSpec.from_json(job.spec)):
+                        break
+            self.store.update_job(job.id, log_offset=offset)
+
+    def _overdue(self, job: Job, spec: JobSpec) -> bool:
+        if spec.timeout_s is None:
+            return False
+        started = float(job.details.get("run_started", time.time()))
+        # the instance's own `timeout` acts first; this catches a job that ignores it
+        return time.time() - started > spec.timeout_s + remote.KILL_GRACE_S + 30
+
+    async def _sync_loop(self, job: Job, spec: JobSpec, rental: Rental) -> None:
+        """Outputs so far, every ``sync_every_s``: an interruption then loses little."""
+        if not spec.sync_every_s or not spec.downloads:
+            return
+        while True:
+            await asyncio.sleep(spec.sync_every_s)
+            try:
+                conn = await self._connection(rental)
+                for move in spec.downloads:
+                    report = await transfer.download(
+                        conn,
+                        move.remote,
+                        Path(move.local),
+                        endpoint=self._endpoint(rental),
+                        strict=False,
+                    )
+                    if report.files:
+                        self.out.message(
+                            f"synced {report.files} new file(s) from {move.remote} "
+                            f"({report.bytes / 1e6:.1f} MB)"
+                        )
+            except (ssh.SshError, asyncssh.Error, OSError) as exc:
+                log.info("sync failed (next try in %ss): %s", spec.sync_every_s, exc)
+
+    async def _lost(self, job: Job, spec: JobSpec, rental: Rental, why: str) -> Job:
+        self.out.message(f"rental {rental.id} lost: {why}")
+        lost_note = self.hooks.lost(job, log_path(job.id))
+        if lost_note:
+            self.out.message(lost_note)
+        await self._release_rental(rental, f"lost while running job {job.id}: {why}")
+        resumes = int(job.details.get("resumes", 0))
+        if resumes < spec.resume_on_loss:
+            self.out.message(
+                f"renting again to resume ({resumes + 1} of {spec.resume_on_loss} resumes)"
+            )
+            with log_path(job.id).open("ab") as sink:
+                sink.write(f"\n[gpushop] rental {rental.id} lost; resuming\n".encode())
+            return self.store.update_job(
+                job.id,
+                state=JobState.PROVISIONING,
+                rental_id=None,
+                details={"resumes": resumes + 1, "restore": True, "lost": lost_note or why},
+            )
+        return self.store.update_job(
+            job.id,
+            state=JobState.RELEASING,
+            error=f"rental lost: {why}",
+            details={"outcome": JobState.FAILED.value},
+        )
+
+    async def _download(self, job: Job, spec: JobSpec) -> Job:
+        rental = self._rental(job)
+        started = time.monotonic()
+        conn = await self._connection(rental)
+        for move in spec.downloads:
+            report = await transfer.download(
+                conn,
+                move.remote,
+                Path(move.local),
+                endpoint=self._endpoint(rental),
+                progress=self.out.progress(f"download {Path(move.remote).name}"),
+                strict=job.details.get("outcome") == JobState.SUCCEEDED.value,
+            )
+            self.out.message(
+                f"downloaded {move.remote} -> {move.local}: {report.files} files "
+                f"({report.skipped} already here), {report.bytes / 1e6:.1f} MB, "
+                f"verified by sha256"
+            )
+        self.store.record_timing(rental.id, "download", time.monotonic() - started, job_id=job.id)
+        problems = self.hooks.verify(job) if job.details.get("outcome") == "succeeded" else []
+        if problems:
+            return self.store.update_job(
+                job.id,
+                state=JobState.RELEASING,
+                error="; ".join(problems),
+                details={"outcome": JobState.FAILED.value},
+            )
+        return self.store.update_job(job.id, state=JobState.RELEASING)
+
+    async def _release(self, job: Job) -> Job:
+        await self._close()
+        if job.rental_id:
+            rental = self.store.get(job.rental_id)
+            if rental is not None and not rental.state.terminal:
+                started = time.monotonic()
+                await self._release_rental(rental, f"job {job.id} ended")
+                self.store.record_timing(
+                    rental.id, "released", time.monotonic() - started, job_id=job.id
+                )
+        outcome = JobState(job.details.get("outcome", JobState.FAILED.value))
+        return self.store.update_job(
+            job.id,
+            state=outcome,
+            ended_at=datetime.now(UTC),
+            cost_usd=self.cost(job),
+            owner_pid=None,
+            owner_host=None,
+        )
+
+    async def _abort(self, job_id: str, reason: str, final: JobState) -> None:
+        job = self.store.get_job(job_id)
+        if job is None or job.state.terminal:
+            return
+        spec = JobSpec.from_json(job.spec)
+        rental = self.store.get(job.rental_id) if job.rental_id else None
+        if rental is not None and rental.state is RentalState.READY:
+            try:
+                conn = await self._connection(rental, quick=True)
+                if job.state is JobState.RUNNING:
+                    await _run(conn, remote.kill(job.remote_dir or spec.remote_dir(job_id)))
+                if job.state in (JobState.RUNNING, JobState.DOWNLOADING):
+                    for move in spec.downloads:
+                        await transfer.download(
+                            conn,
+                            move.remote,
+                            Path(move.local),
+                            strict=False,
+                            endpoint=self._endpoint(rental),
+                        )
+                    self.out.message("downloaded the outputs written so far")
+            except (GpushopError, asyncssh.Error, OSError) as exc:
+                self.out.message(f"could not save the outputs: {exc}")
+        await self._close()
+        if rental is not None and not rental.state.terminal:
+            await self._release_rental(rental, f"job {job_id} {final.value}: {reason}")
+        self.store.update_job(
+            job_id,
+            state=final,
+            error=reason,
+            ended_at=datetime.now(UTC),
+            cost_usd=self.cost(job),
+            owner_pid=None,
+            owner_host=None,
+        )
+        self.out.message(f"job {job_id} {final.value}; its log is kept at {log_path(job_id)}")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def cost(self, job: Job) -> float:
+        now = datetime.now(UTC)
+        total = 0.0
+        for rid in job.details.get("rentals", []):
+            rental = self.store.get(rid)
+            if rental is not None:
+                total += accrued_cost(rental, rental.created_at, now, now)
+        return round(total, 6)
+
+    def _rental(self, job: Job) -> Rental:
+        rental = self.store.get(job.rental_id) if job.rental_id else None
+        if rental is None:
+            raise JobFailed(f"job {job.id} has no rental")
+        return rental
+
+    def _endpoint(self, rental: Rental) -> transfer.Endpoint:
+        assert rental.ssh_host and rental.ssh_port
+        current = self.store.get(rental.id) or rental
+        return transfer.Endpoint(
+            host=rental.ssh_host,
+            port=rental.ssh_port,
+            user=rental.ssh_user or "root",
+            key_path=self.keypair.private_path,
+            host_key=current.host_key,
+        )
+
+    async def _connection(
+        self, rental: Rental, *, quick: bool = False
+    ) -> asyncssh.SSHClientConnection:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        current = self.store.get(rental.id) or rental
+        self._conn = await connect_rental(
+            self.store, current, self.keypair, delays=(0.0,) if quick else (0.0, 0.5, 1.0, 2.0)
+        )
+        return self._conn
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 2)
+
+    async def _instance_alive(self, rental: Rental) -> bool:
+        if not rental.instance_id:
+            return False
+        try:
+            inst = await self.providers[rental.provider].get_instance(rental.instance_id)
+        except ProviderError:
+            return True  # cannot tell: assume a blip, SSH retries decide
+        return inst is not None and inst.status in (InstanceStatus.RUNNING, InstanceStatus.LOADING)
+
+    async def _release_rental(self, rental: Rental, reason: str) -> None:
+        rental = self.store.get(rental.id) or rental
+        if rental.state.terminal:
+            return
+        try:
+            await release_rental(self.store, self.providers[rental.provider], rental, reason)
+            self.out.message(f"released {rental.id} (instance {rental.instance_id})")
+        except (ReleaseFailed, ProviderError, OSError) as exc:
+            self.out.message(
+                f"could not release {rental.id} ({exc}): `gpushop reconcile` will destroy it"
+            )
+
+    async def _heartbeat(self, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.to_thread(
+                self.store.heartbeat_job, job_id, self.owner.host, self.owner.pid
+            )
+
+
+async def _run(conn: asyncssh.SSHClientConnection, command: str) -> str:
+    result = await conn.run(command, check=False)
+    if result.exit_status not in (0, None):
+        raise ssh.SshError(f"{command.split()[0]!r} failed: {str(result.stderr or '')[:200]}")
+    return str(result.stdout or "")
+
+
+def _q(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,288 @@
+"""Jobs end to end against the emulator: `gpushop run / jobs / logs / attach / timings`.
+
+Every job rents a real emulated instance with a real SSH server; the command runs detached in
+the instance's sandbox, and the tests check what a user would: the files that came back, the
+log, the exit code, and that no instance is left billing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpushop.cli.app import main
+from gpushop.store import Store
+
+RUN = ("run", "--min-vram", "24", "--attempts", "2")
+
+
+@pytest.fixture
+def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    monkeypatch.setenv("VASTAI_URL", emulator.url)
+    monkeypatch.setenv("VASTAI_API_KEY", emulator.api_key)
+    monkeypatch.setenv("GPUSHOP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.chdir(tmp_path)
+    return emulator
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def live_instances(emu: Any) -> list[dict[str, Any]]:
+    return [i for i in emu.control.state()["instances"] if i.get("actual_status") != "destroyed"]
+
+
+def store() -> Store:
+    return Store.open(os.environ["GPUSHOP_DB_URL"])
+
+
+def dataset(root: Path) -> Path:
+    data = root / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.txt").write_text("alpha\n")
+    (data / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+    return data
+
+
+def test_run_uploads_runs_downloads_and_releases(env: Any, capsys: Any, tmp_path: Path) -> None:
+    data = dataset(tmp_path)
+    code, out, err = cli(
+        capsys,
+        *RUN,
+        "--upload",
+        f"{data}:/workspace/in",
+        "--cmd",
+        "mkdir -p out && wc -c < in/sub/b.bin > out/size.txt && cp in/a.txt out/ && echo done",
+        "--download",
+        f"/workspace/out:{tmp_path / 'results'}",
+        "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)  # --json: stdout is the summary only; the log goes to stderr
+    assert summary["state"] == "succeeded" and summary["exit_code"] == 0
+    assert (tmp_path / "results" / "size.txt").read_text().strip() == "300000"
+    assert (tmp_path / "results" / "a.txt").read_text() == "alpha\n"
+    assert "done" in err  # the job's own output streamed to the terminal
+    for phase in ("offer_chosen", "created", "ssh_ready", "upload", "run", "download", "released"):
+        assert phase in summary["timings"], phase
+    assert summary["cost_usd"] > 0
+    assert live_instances(env) == []
+
+
+def test_a_failing_command_keeps_its_log_and_still_releases(env: Any, capsys: Any) -> None:
+    code, _, _ = cli(capsys, *RUN, "--cmd", "echo about to fail; exit 3")
+    assert code == 1
+    with store() as s:
+        job = s.list_jobs()[0]
+    assert job.state.value == "failed" and job.exit_code == 3
+    from gpushop.jobs.runner import log_path
+
+    assert "about to fail" in log_path(job.id).read_text()
+    assert live_instances(env) == []
+
+
+def test_timeout_stops_the_job_and_releases(env: Any, capsys: Any) -> None:
+    started = time.monotonic()
+    code, _, err = cli(capsys, *RUN, "--timeout", "2s", "--cmd", "sleep 120")
+    assert code == 124, err
+    assert time.monotonic() - started < 60
+    with store() as s:
+        assert s.list_jobs()[0].state.value == "timed_out"
+    assert live_instances(env) == []
+
+
+def test_bad_input_rents_nothing(env: Any, capsys: Any, tmp_path: Path) -> None:
+    code, _, err = cli(capsys, *RUN, "--upload", str(tmp_path / "missing"), "--cmd", "true")
+    assert code == 2 and "no such file" in err and "Traceback" not in err
+    code, _, err = cli(capsys, *RUN, "--env", "1BAD=x", "--cmd", "true")
+    assert code == 2 and "KEY=VALUE" in err
+    code, _, err = cli(capsys, *RUN, "--timeout", "soon", "--cmd", "true")
+    assert code == 2
+    assert env.control.request_count("PUT /api/v0/asks/{id}/") == 0
+    assert live_instances(env) == []
+
+
+def test_a_secret_goes_over_ssh_only(env: Any, capsys: Any, tmp_path: Path) -> None:
+    import hashlib
+
+    secret = "hf_" + "s3cr3t" * 6
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    code, out, err = cli(
+        capsys,
+        *RUN,
+        "--env",
+        f"HF_TOKEN={secret}",
+        "--env",
+        "MODE=fast",
+        "--cmd",
+        # compared by digest: the command itself is stored, and must not hold the secret
+        f'test "$(printf %s "$HF_TOKEN" | sha256sum | cut -c1-64)" = "{digest}" '
+        '&& echo "token ok, mode $MODE"',
+    )
+    assert code == 0, err
+    assert "token ok, mode fast" in out
+    assert secret not in out + err
+    db = Path(os.environ["GPUSHOP_DB_URL"].removeprefix("sqlite:///"))
+    for path in db.parent.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    for request in env.control.requests():
+        assert secret not in json.dumps(request), "the secret reached the provider API"
+
+
+def test_sync_every_brings_outputs_back_while_the_job_runs(
+    env: Any, capsys: Any, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    code, out, _ = cli(
+        capsys,
+        *RUN,
+        "--detach",
+        "--sync-every",
+        "1s",
+        "--cmd",
+        "mkdir -p out; for i in 1 2 3 4 5 6 7 8; do echo step $i > out/ckpt_$i; sleep 1; done",
+        "--download",
+        f"/workspace/out:{results}",
+    )
+    assert code == 0
+    job_id = out.split()[0]
+    seen_during_run = False
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with store() as s:
+            job = s.get_job(job_id)
+        assert job is not None
+        if job.state.value == "running" and results.exists() and any(results.iterdir()):
+            seen_during_run = True
+        if job.state.terminal:
+            break
+        time.sleep(0.3)
+    assert seen_during_run, "no checkpoint came back before the job ended"
+    assert job.state.value == "succeeded"
+    assert sorted(p.name for p in results.iterdir()) == [f"ckpt_{i}" for i in range(1, 9)]
+    assert live_instances(env) == []
+
+
+def test_detach_then_attach_recovers_a_crashed_client(
+    env: Any, capsys: Any, tmp_path: Path
+) -> None:
+    code, out, _ = cli(
+        capsys,
+        *RUN,
+        "--detach",
+        "--cmd",
+        "for i in $(seq 1 12); do echo line $i; sleep 0.5; done",
+    )
+    assert code == 0
+    job_id = out.split()[0]
+    # wait until the job runs, then kill its supervisor as a crash would
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with store() as s:
+            job = s.get_job(job_id)
+        assert job is not None
+        if job.state.value == "running" and job.owner_pid:
+            break
+        time.sleep(0.2)
+    assert job.state.value == "running"
+    os.kill(job.owner_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    code, listing, _ = cli(capsys, "jobs")
+    assert job_id in listing and "unwatched" in listing
+    code, out, err = cli(capsys, "attach", job_id)
+    assert code == 0, err
+    from gpushop.jobs.runner import log_path
+
+    text = log_path(job_id).read_text()
+    assert [line for line in text.splitlines() if line.startswith("line ")] == [
+        f"line {i}" for i in range(1, 13)
+    ], "each line once, in order, across the crash"
+    code, out, _ = cli(capsys, "logs", job_id)
+    assert "line 12" in out
+    assert live_instances(env) == []
+
+
+def test_an_ssh_drop_mid_run_resumes_the_log_where_it_was(env: Any, capsys: Any) -> None:
+    import threading
+
+    def drop_later() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            running = [i for i in live_instances(env) if i.get("actual_status") == "running"]
+            with store() as s:
+                jobs = s.list_jobs()
+            if running and jobs and jobs[0].state.value == "running":
+                time.sleep(1.0)
+                env.control.drop_ssh(running[0]["id"])
+                return
+            time.sleep(0.2)
+
+    dropper = threading.Thread(target=drop_later)
+    dropper.start()
+    code, out, err = cli(
+        capsys, *RUN, "--cmd", "for i in $(seq 1 10); do echo tick $i; sleep 0.4; done"
+    )
+    dropper.join()
+    assert code == 0, err
+    assert "reconnecting" in err
+    assert [ln for ln in out.splitlines() if ln.startswith("tick")] == [
+        f"tick {i}" for i in range(1, 11)
+    ]
+
+
+def test_ctrl_c_downloads_what_exists_and_releases(env: Any, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gpushop",
+            *RUN,
+            "--cmd",
+            "mkdir -p out; echo partial > out/first; sleep 300",
+            "--download",
+            f"/workspace/out:{results}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with store() as s:
+            jobs = s.list_jobs()
+        if jobs and jobs[0].state.value == "running":
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert (results / "first").read_text() == "partial\n"
+    with store() as s:
+        assert s.list_jobs()[0].state.value == "cancelled"
+    assert live_instances(env) == []
+
+
+def test_timings_by_gpu_and_phase(env: Any, capsys: Any) -> None:
+    assert cli(capsys, *RUN, "--cmd", "true")[0] == 0
+    _, out, _ = cli(capsys, "timings", "--json")
+    rows = json.loads(out)
+    phases = {r["phase"] for r in rows}
+    assert {"created", "ssh_ready", "run", "released"} <= phases
+    assert all(r["gpu_name"] and r["provider"] == "vastai" for r in rows)
+    assert all(r["median_s"] <= r["p90_s"] for r in rows)
