@@ -1,0 +1,181 @@
+"""`gpushop train flux-lora` end to end on the emulator's simulated ai-toolkit image: dataset
+checks before renting, the plan, HF_TOKEN over SSH only, the LoRA downloaded and verified, the
+rental released, and a lost rental resumed from the last synced checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpushop.cli.app import main
+from gpushop.recipes.safetensors import verify_lora
+from gpushop.recipes.sample_data import png, write_sample_dataset
+
+TOKEN = "hf_" + "t0ken" * 8
+
+
+def _point_at(emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    monkeypatch.setenv("VASTAI_URL", emu.url)
+    monkeypatch.setenv("VASTAI_API_KEY", emu.api_key)
+    monkeypatch.setenv("GPUSHOP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.chdir(tmp_path)
+    return emu
+
+
+@pytest.fixture
+def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    return _point_at(emulator, monkeypatch, tmp_path)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def live_instances(emu: Any) -> list[dict[str, Any]]:
+    return [i for i in emu.control.state()["instances"] if i.get("actual_status") != "destroyed"]
+
+
+def creates(emu: Any) -> int:
+    return emu.control.request_count("PUT /api/v0/asks/{id}/")
+
+
+def test_a_bad_dataset_lists_every_problem_and_rents_nothing(
+    env: Any, capsys: Any, tmp_path: Path
+) -> None:
+    data = write_sample_dataset(tmp_path / "ds", count=2)
+    (data / "no_caption.png").write_bytes(png(8, 8))
+    (data / "empty.jpg").write_bytes(b"")
+    (data / "empty.txt").write_text("x")
+    (data / "broken.png").write_bytes(png(8, 8)[:20])
+    (data / "broken.txt").write_text("x")
+    code, _, err = cli(capsys, "train", "flux-lora", "--dataset", str(data), "--name", "x", "--yes")
+    assert code == 2
+    assert "no_caption.png" in err and "empty.jpg" in err and "broken.png" in err
+    assert "Traceback" not in err
+    assert creates(env) == 0
+    code, _, err = cli(
+        capsys, "train", "flux-lora", "--dataset", str(tmp_path / "nothing"), "--name", "x"
+    )
+    assert code == 2 and creates(env) == 0
+
+
+def test_the_gated_model_needs_hf_token_before_anything_is_rented(
+    env: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("HF_TOKEN")
+    data = write_sample_dataset(tmp_path / "ds")
+    code, _, err = cli(capsys, "train", "flux-lora", "--dataset", str(data), "--name", "x")
+    assert code == 2 and "HF_TOKEN" in err
+    assert creates(env) == 0
+
+
+def test_train_flux_lora_from_dataset_to_lora_file(env: Any, capsys: Any, tmp_path: Path) -> None:
+    data = write_sample_dataset(tmp_path / "ds", count=4)
+    out_dir = tmp_path / "lora"
+    code, out, err = cli(
+        capsys,
+        "train",
+        "flux-lora",
+        "--dataset",
+        str(data),
+        "--name",
+        "mylora",
+        "--trigger",
+        "sks",
+        "--steps",
+        "200",
+        "--save-every",
+        "50",
+        "--rank",
+        "8",
+        "--out",
+        str(out_dir),
+        "--yes",
+    )
+    assert code == 0, err
+    # the plan came first, with the disk it chose and why
+    disk = re.search(r"disk\s+(\d+) GB", out)
+    assert disk and int(disk.group(1)) > 32, out
+    assert "LoRA:" in out
+    final = out_dir / "mylora.safetensors"
+    info = verify_lora(final, rank=8)
+    assert info.tensors
+    assert list(out_dir.glob("mylora_0000001*.safetensors")), "intermediate checkpoints"
+    assert (out_dir / "samples").is_dir() and any((out_dir / "samples").iterdir())
+    assert "200/200" in err + out
+    assert live_instances(env) == []
+    # the gated model's token went over SSH only: never to the provider, never in the store
+    for request in env.control.requests():
+        assert TOKEN not in json.dumps(request)
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix in {".db", ".log", ".yaml", ".json", ""}:
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
+    make_emulator: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # a slower clock than the shared emulator's, so the test can lose the host mid-run
+    emu = _point_at(
+        make_emulator(offers=600, seed=1234, rate_limit=False, speed=40.0),
+        monkeypatch,
+        tmp_path,
+    )
+    data = write_sample_dataset(tmp_path / "ds", count=3)
+    out_dir = tmp_path / "lora"
+    killed: list[int] = []
+
+    def lose_the_host() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = sorted(out_dir.glob("resumable_*.safetensors")) if out_dir.exists() else []
+            if done:
+                running = [i for i in live_instances(emu) if i.get("actual_status") == "running"]
+                if running:
+                    killed.append(running[0]["id"])
+                    emu.control.host_offline(instance_id=running[0]["id"])
+                    return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=lose_the_host)
+    thread.start()
+    code, out, err = cli(
+        capsys,
+        "train",
+        "flux-lora",
+        "--dataset",
+        str(data),
+        "--name",
+        "resumable",
+        "--steps",
+        "600",
+        "--save-every",
+        "50",
+        "--sync-every",
+        "1s",
+        "--resolution",
+        "512",
+        "--out",
+        str(out_dir),
+        "--yes",
+    )
+    thread.join()
+    assert killed, "the test never saw a synced checkpoint"
+    assert code == 0, err
+    resumed = re.findall(r"Found step (\d+) in metadata, starting from there", out + err)
+    assert resumed and int(resumed[-1]) > 0, "the second run must not start at step 0"
+    lost = re.search(r"resuming from step (\d+): (\d+) steps lost", err)
+    assert lost and int(lost.group(1)) == int(resumed[-1])
+    verify_lora(out_dir / "resumable.safetensors", rank=16)
+    assert live_instances(emu) == []
