@@ -1,6 +1,8 @@
-"""``make demo``: the seeds' shopping case against the built-in emulator, no key, no network.
+"""``make demo``: the whole story against the built-in emulator, no key, no network.
 
-Later issues extend it to the whole story (rent, train, download, release).
+The market, the seeds' shopping case, then a FLUX LoRA trained with the emulator's simulated
+ai-toolkit: rent the best reliable offer, upload a tiny dataset, train, download the LoRA,
+release; then jobs, per-phase timings and costs, and a check that no instance is left.
 """
 
 from __future__ import annotations
@@ -9,6 +11,11 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from gpushop.recipes.sample_data import write_sample_dataset
+
+SPEED = 200.0  # the emulator's clock: a 30-minute training run takes seconds
 
 
 def _step(title: str) -> None:
@@ -24,7 +31,7 @@ def main() -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="gpushop-demo-") as home,
-        EmulatorThread(EmulatorConfig(offers=600, seed=2026, rate_limit=True)) as emu,
+        EmulatorThread(EmulatorConfig(offers=600, seed=2026, rate_limit=True, speed=SPEED)) as emu,
     ):
         os.environ.update(
             {
@@ -33,9 +40,17 @@ def main() -> int:
                 "GPUSHOP_CACHE_DIR": os.path.join(home, "cache"),
                 "GPUSHOP_CONFIG_DIR": os.path.join(home, "config"),
                 "GPUSHOP_DATA_DIR": os.path.join(home, "data"),
+                # the simulated FLUX.1-dev is gated like the real one; this fake token goes to
+                # the instance over SSH only, as a real one would
+                "HF_TOKEN": "hf_demo_not_a_real_token",
             }
         )
-        print(f"Vast.ai emulator at {emu.url}: 600 synthetic offers, real rate limits on.\n")
+        os.chdir(home)
+        dataset = write_sample_dataset(Path(home) / "dataset", count=6)
+        print(
+            f"Vast.ai emulator at {emu.url}: 600 synthetic offers, real rate limits on, "
+            f"its clock {SPEED:g}x faster than real time.\n"
+        )
         timings: list[tuple[str, float, int]] = []
 
         def run(title: str, argv: list[str]) -> int:
@@ -72,14 +87,42 @@ def main() -> int:
                 ],
             ),
         ]
+        codes.append(
+            run(
+                "Train a FLUX LoRA: plan, rent, upload, train, download, release",
+                [
+                    "train",
+                    "flux-lora",
+                    "--dataset",
+                    str(dataset),
+                    "--name",
+                    "demo_lora",
+                    "--trigger",
+                    "gpushopdemo",
+                    "--steps",
+                    "1000",
+                    "--save-every",
+                    "250",
+                    "--out",
+                    str(Path(home) / "lora"),
+                    "--yes",
+                ],
+            )
+        )
+        codes.append(run("The job, its rental and what it cost", ["jobs", "--all"]))
+        codes.append(run("Per-phase timings (median, p90) by GPU, image, provider", ["timings"]))
+        codes.append(run("Rentals: released, none left", ["ps", "--all"]))
+        left = [
+            i for i in emu.control.state()["instances"] if i.get("actual_status") != "destroyed"
+        ]
         _step("Summary")
         for name, elapsed, calls in timings:
             print(f"  gpushop {name:<8} {elapsed:6.2f} s  {calls} API call(s)")
-        print(
-            "\nThe market snapshot is cached for 60 s, so the offers searches cost one call each."
-            "\nNext issues: gpushop up / run / train flux-lora / down on this same emulator."
-        )
-        return 0 if all(c == 0 for c in codes) else 1
+        lora = Path(home) / "lora" / "demo_lora.safetensors"
+        if lora.exists():
+            print(f"\n  LoRA downloaded and verified: {lora.name}, {lora.stat().st_size:,} bytes")
+        print(f"  instances left on the emulator: {len(left)}")
+        return 0 if all(c == 0 for c in codes) and not left else 1
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ def test_private_templates_are_the_callers_only(client: httpx.Client, anon: http
     assert mine[0]["creator_id"] == client.get("/api/v0/users/current").json()["id"]
     public = search(anon)["templates"]
     assert public and "secret recipe" not in [row["name"] for row in public]
+    narrow = search(anon, select_cols=["name"])["templates"]  # without the `private` column too
+    assert "secret recipe" not in [row["name"] for row in narrow]
 
 
 def test_edit_changes_the_hash_not_the_id_and_delete_removes_it(client: httpx.Client) -> None:

@@ -428,9 +428,8 @@ def search_templates(emu: Emulator, call: Call) -> Reply:
         _json_param(call, "select_filters", bad),
         _json_param(call, "order_by", bad),
         _json_param(call, "select_cols", bad),
+        own=call.key_valid,  # anonymous: the public catalogue only
     )
-    if not call.key_valid:  # anonymous: the public catalogue only
-        rows = [row for row in rows if not row.get("private")]
     if not rows:
         return 200, {"success": False, "msg": "No templates found"}
     return 200, {"success": True, "templates_found": len(rows), "templates": rows}

@@ -370,17 +370,21 @@ class TemplateBook:
         self.templates[template.id] = template
         self.versions[template.row["hash_id"]] = dict(template.row)
 
-    def _visible(self, row: dict[str, Any]) -> bool:
-        return not row["private"] or row["creator_id"] == self.user_id
+    def _visible(self, row: dict[str, Any], *, own: bool = True) -> bool:
+        """Public, or private to the account (`own`: the caller holds the account's key)."""
+        return not row["private"] or (own and row["creator_id"] == self.user_id)
 
     # -- search --------------------------------------------------------------------------
-    def search(self, filters: Any, order_by: Any, select: Any) -> list[dict[str, Any]]:
+    def search(
+        self, filters: Any, order_by: Any, select: Any, *, own: bool = True
+    ) -> list[dict[str, Any]]:
+        """Matching templates the caller may see (`own` False: anonymous, public ones only)."""
         if filters is None:
             filters = {}
         if not isinstance(filters, dict):
             raise _bad_query("must be dict of conditions")
         checks = [_predicate(name, spec) for name, spec in filters.items()]
-        rows = [t.row for t in self.templates.values() if self._visible(t.row)]
+        rows = [t.row for t in self.templates.values() if self._visible(t.row, own=own)]
         rows = [row for row in rows if all(check(row) for check in checks)]
         for column, desc in reversed(_order(order_by)):
             present = [r for r in rows if r.get(column) is not None]

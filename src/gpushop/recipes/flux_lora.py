@@ -623,7 +623,7 @@ class TrainPlan:
 
     def lines(self) -> list[str]:
         o = self.offer
-        where = ", ".join(x for x in (o.country or "", o.location) if x) or "?"
+        where = o.location or o.country or "?"
         rel = "?" if o.reliability is None else f"{o.reliability:.3f}"
         cuda = "?" if o.cuda is None else f"{o.cuda:g}"
         floor = (
