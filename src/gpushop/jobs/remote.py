@@ -74,8 +74,7 @@ def follow(job_dir: str, offset: int) -> str:
     checks the size afterwards and reads again if the last bytes came after the follower."""
     d = shlex.quote(job_dir)
     return (
-        _alive(d)
-        + "if alive; then "
+        _alive(d) + "if alive; then "
         f"tail -c +{offset + 1} -F -s 0.2 {d}/log 2>/dev/null & t=$!; "
         "while alive; do sleep 0.2; done; sleep 0.5; kill $t 2>/dev/null; wait $t 2>/dev/null; "
         f"else tail -c +{offset + 1} {d}/log 2>/dev/null; fi; true"

@@ -29,6 +29,7 @@ from gpushop.fleet.provision import Provisioner, UpOptions
 from gpushop.fleet.release import ReleaseFailed, release_rental
 from gpushop.jobs import remote
 from gpushop.jobs.offer_flags import up_options
+from gpushop.jobs.session import RemoteJob
 from gpushop.jobs.spec import JobSpec, Transfer, launch_env
 from gpushop.models import InstanceStatus, JobState, RentalState
 from gpushop.providers.base import Provider
@@ -198,25 +199,14 @@ class JobRunner:
         )
 
     async def _launch(self, conn: asyncssh.SSHClientConnection, job: Job, spec: JobSpec) -> None:
-        directory = spec.remote_dir(job.id)
         env = launch_env(spec, self.secrets)
-        await _run(conn, f"mkdir -p {_q(directory)} {_q(spec.workdir)}")
-        async with conn.start_sftp_client() as sftp:
-            for name, text in (
-                ("cmd.sh", remote.command_script(spec.workdir, spec.command)),
-                ("wrap.sh", remote.wrapper(directory, spec.timeout_s)),
-            ):
-                async with sftp.open(f"{directory}/{name}", "w") as fh:
-                    await fh.write(text)
-        # the values go through stdin: not in any command line, file or log
-        # (never empty: asyncssh sends no EOF after an empty input, and `read` would wait)
-        stdin = "".join(f"{k}={v}\n" for k, v in env.items()) + "\n"
-        result = await asyncio.wait_for(
-            conn.run(remote.launch(directory), input=stdin, check=False), 60
+        job_remote = RemoteJob(conn, spec.remote_dir(job.id))
+        fresh = await job_remote.launch(spec.workdir, spec.command, spec.timeout_s, env)
+        self.out.message(
+            f"job {job.id} started on the instance (detached from this session)"
+            if fresh
+            else f"job {job.id} was already started on the instance"
         )
-        if result.exit_status != 0:
-            raise JobFailed(f"could not start the job: {str(result.stderr or '').strip()[:300]}")
-        self.out.message(f"job {job.id} started on the instance (detached from this session)")
 
     async def _follow(self, job: Job, spec: JobSpec) -> Job:
         rental = self._rental(job)
@@ -255,9 +245,9 @@ class JobRunner:
         while True:
             try:
                 conn = await self._connection(rental)
-                offset = max(0, _size(path) - int(job.details.get("log_base", 0)))
-                await self._tail(conn, directory, offset, path, job)
-                status = remote.parse_status(await _run(conn, remote.status(directory)))
+                job_remote = RemoteJob(conn, directory)
+                await self._tail(job_remote, path, job)
+                status = await job_remote.status()
             except (ssh.SshError, asyncssh.Error, OSError, ValueError) as exc:
                 await self._close()
                 if not await self._instance_alive(rental):
@@ -278,34 +268,27 @@ class JobRunner:
                 raise RentalLost("the job's processes are gone without an exit code")
             if self._overdue(job, spec):
                 self.out.message(f"job exceeded its timeout of {spec.timeout_s:.0f}s: stopping it")
-                await _run(conn, remote.kill(directory))
+                await job_remote.kill()
                 return remote.Status(True, False, remote.TIMEOUT_EXIT, status.log_size)
             await asyncio.sleep(STATUS_POLL_S)  # tail ended but the job lives: a blip
 
-    async def _tail(
-        self,
-        conn: asyncssh.SSHClientConnection,
-        directory: str,
-        offset: int,
-        path: Path,
-        job: Job,
-    ) -> None:
-        """Append the remote log from ``offset`` to the local log and the terminal, until the
-        job's wrapper ends (or the connection breaks)."""
-        last_save = time.monotonic()
-        async with conn.create_process(remote.follow(directory, offset), encoding=None) as proc:
-            with path.open("ab") as sink:
-                while chunk := await proc.stdout.read(65536):
-                    sink.write(chunk)
-                    sink.flush()
-                    self.out.log(chunk)
-                    offset += len(chunk)
-                    if time.monotonic() - last_save > 1.0:
-                        self.store.update_job(job.id, log_offset=offset)
-                        last_save = time.monotonic()
-                    if self._overdue(job, JobSpec.from_json(job.spec)):
-                        break
-            self.store.update_job(job.id, log_offset=offset)
+    async def _tail(self, job_remote: RemoteJob, path: Path, job: Job) -> None:
+        """Append the remote log, from where the local copy ends, to the local log and the
+        terminal, until the job's wrapper ends (or the connection breaks)."""
+        offset = max(0, _size(path) - int(job.details.get("log_base", 0)))
+        last_save = [time.monotonic()]
+        with path.open("ab") as sink:
+
+            def chunk(data: bytes) -> None:
+                sink.write(data)
+                sink.flush()
+                self.out.log(data)
+                if time.monotonic() - last_save[0] > 1.0:
+                    self.store.update_job(job.id, log_offset=_size(path))
+                    last_save[0] = time.monotonic()
+
+            reached = await job_remote.follow(offset, chunk)
+        self.store.update_job(job.id, log_offset=reached)
 
     def _overdue(self, job: Job, spec: JobSpec) -> bool:
         if spec.timeout_s is None:
@@ -423,7 +406,7 @@ class JobRunner:
             try:
                 conn = await self._connection(rental, quick=True)
                 if job.state is JobState.RUNNING:
-                    await _run(conn, remote.kill(job.remote_dir or spec.remote_dir(job_id)))
+                    await RemoteJob(conn, job.remote_dir or spec.remote_dir(job_id)).kill()
                 if job.state in (JobState.RUNNING, JobState.DOWNLOADING):
                     for move in spec.downloads:
                         await transfer.download(
@@ -523,19 +506,6 @@ class JobRunner:
             await asyncio.to_thread(
                 self.store.heartbeat_job, job_id, self.owner.host, self.owner.pid
             )
-
-
-async def _run(conn: asyncssh.SSHClientConnection, command: str) -> str:
-    result = await conn.run(command, check=False)
-    if result.exit_status not in (0, None):
-        raise ssh.SshError(f"{command.split()[0]!r} failed: {str(result.stderr or '')[:200]}")
-    return str(result.stdout or "")
-
-
-def _q(path: str) -> str:
-    import shlex
-
-    return shlex.quote(path)
 
 
 def _exists(path: str) -> bool:
