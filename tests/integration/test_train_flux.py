@@ -179,3 +179,44 @@ def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
     assert lost and int(lost.group(1)) == int(resumed[-1])
     verify_lora(out_dir / "resumable.safetensors", rank=16)
     assert live_instances(emu) == []
+
+
+def test_train_from_the_ai_toolkit_template(env: Any, capsys: Any, tmp_path: Path) -> None:
+    code, out, _ = cli(capsys, "templates", "--query", "ai toolkit", "--json")
+    assert code == 0
+    found = [t for t in json.loads(out) if str(t["image"]).startswith("ostris/aitoolkit")]
+    assert found, out
+    template = found[0]["hash_id"]
+    data = write_sample_dataset(tmp_path / "ds", count=2)
+    code, out, err = cli(
+        capsys,
+        "train",
+        "flux-lora",
+        "--dataset",
+        str(data),
+        "--name",
+        "from_template",
+        "--steps",
+        "100",
+        "--save-every",
+        "50",
+        "--template",
+        template,
+        "--out",
+        str(tmp_path / "lora"),
+        "--yes",
+    )
+    assert code == 0, err
+    assert f"template {template}" in out
+    creates = [r for r in env.control.requests() if r["endpoint"] == "PUT /api/v0/asks/{id}/"]
+    assert creates and creates[0]["json"]["template_hash_id"] == template
+    verify_lora(tmp_path / "lora" / "from_template.safetensors", rank=16)
+
+
+def test_the_template_catalog_names_hashes_the_emulator_serves(env: Any, capsys: Any) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "templates.md").read_text()
+    documented = set(re.findall(r"emulator: `([0-9a-f]{32})`", doc))
+    assert documented, "docs/templates.md names no emulator template hash"
+    _, out, _ = cli(capsys, "templates", "--json", "--limit", "200")
+    served = {t["hash_id"] for t in json.loads(out)}
+    assert documented <= served, documented - served
