@@ -42,6 +42,7 @@ from gpushop.ssh import openssh, transfer
 
 CIPHER = "aes128-gcm@openssh.com"
 SEED = 20260523
+TUNE_GRID: list[tuple[int, int, int]] = []
 
 
 def make_dataset(root: Path, size_mb: int, seed: int = SEED) -> tuple[int, int]:
@@ -184,7 +185,7 @@ async def tune(server: Any, data: Path, work: Path, cipher: str) -> list[tuple[s
     conn = await server.connect(encryption_algs=[cipher])
     out = []
     try:
-        for files, requests, block in [
+        for files, requests, block in TUNE_GRID or [
             (1, -1, -1),
             (4, -1, -1),
             (8, -1, -1),

@@ -81,7 +81,10 @@ def vastai_cli() -> str:
 @pytest.fixture(scope="session")
 def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Debian's OpenSSH sshd on a free 127.0.0.1 port, with a temporary host key, config and
-    authorized client key (tests/openssh_server.py). A missing sshd fails in CI, skips locally."""
+    authorized client key (tests/openssh_server.py), one for the session; logins as the current
+    user. Use `await openssh_server.connect()` (asyncssh, host key checked),
+    `openssh_server.endpoint()` (for scp/rsync), `.host`, `.port`, `.user`, `.key_path`,
+    `.host_key`. A missing sshd fails in CI (CI=true) and skips locally."""
     import openssh_server
 
     if not openssh_server.available():

@@ -159,8 +159,7 @@ def start(root: Path, **extra: str) -> OpenSshServer:
                 [str(SSHD), "-D", "-e", "-f", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                stderr=subprocess.STDOUT,  # same process group: a Ctrl-C stops it too
             )
         server = OpenSshServer(
             root=root,

@@ -341,6 +341,22 @@ async def test_system_tools_refuse_a_different_host_key(
     assert report.method == "sftp" and (remote / "f.txt").read_bytes() == b"secret\n"
 
 
+@pytest.mark.parametrize("method", ["scp", "rsync"])
+async def test_relative_local_paths_with_a_colon(
+    conn: asyncssh.SSHClientConnection,
+    endpoint: transfer.Endpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+) -> None:
+    """scp and rsync read "run:1" as host "run": we hand them absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    make_tree(tmp_path / "run:1", {"f.txt": b"colon\n"}, [])
+    await upload(conn, Path("run:1"), str(tmp_path / "remote"), endpoint=endpoint, method=method)
+    await download(conn, str(tmp_path / "remote"), Path("out:2"), endpoint=endpoint, method=method)
+    assert (tmp_path / "out:2" / "f.txt").read_bytes() == b"colon\n"
+
+
 async def test_auto_prefers_rsync_with_a_known_host_key(
     conn: asyncssh.SSHClientConnection, endpoint: transfer.Endpoint, tmp_path: Path
 ) -> None:
@@ -370,6 +386,21 @@ async def test_remote_hashing_matches_sha256sum(
         code, out, _ = await transfer._exec(conn, command, transfer._nul_list(names), 30, "hash")
         assert code == 0 and parse_sums(out) == expected, name
     assert "python3 -c" in hashers["python3"] and "python3" not in hashers["sha256sum --"]
+
+
+async def test_portable_scp_staging(conn: asyncssh.SSHClientConnection, tmp_path: Path) -> None:
+    """Without GNU cp, the scp download staging falls back to one `ln` per file."""
+    make_tree(tmp_path / "d", TREE, [])
+    names = list(TREE)
+    command = transfer._stage_command(str(tmp_path / "d"), ".gpushop-stage-t")
+    assert "cp --version" in command
+    portable = command.replace("cp --version", "false")
+    code, _, err = await transfer._exec(conn, portable, transfer._nul_list(names), 30, "stage")
+    assert code == 0, err
+    staged = tmp_path / "d" / ".gpushop-stage-t"
+    assert snapshot(staged)[0] == TREE
+    assert (staged / "a/x.txt").stat().st_ino == (tmp_path / "d/a/x.txt").stat().st_ino
+    assert not (tmp_path / "d" / ".gpushop-stage-t.list").exists()
 
 
 def test_parse_sums() -> None:

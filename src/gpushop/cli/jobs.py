@@ -126,7 +126,7 @@ def detach(job_id: str, secrets: dict[str, str]) -> None:
     # a shell that starts the supervisor in the background and exits at once: the supervisor
     # is nobody's child then (no zombie, no wait), in its own session, free of this terminal
     with log.open("ab") as out:
-        subprocess.run(  # noqa: S603 - our own interpreter and module
+        subprocess.run(
             [
                 "/bin/sh",
                 "-c",

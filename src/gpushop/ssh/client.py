@@ -82,7 +82,8 @@ async def connect(
                 target.port,
                 username=target.user,
                 client_keys=[key],
-                known_hosts=None,  # checked by _Trust against the key recorded for this rental
+                # an empty set, not None: None turns host-key checking off (and _Trust with it)
+                known_hosts=asyncssh.import_known_hosts(""),
                 agent_path=None,
             ),
             timeout,
