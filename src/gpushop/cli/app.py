@@ -32,7 +32,15 @@ def _print_error(message: str, code: int) -> int:
     return code
 
 
+_registered = False
+
+
 def _register() -> None:
+    """Add the commands, once per process (tests call ``main`` many times)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from gpushop.cli import jobs, misc, rentals, shopping, templates, training
 
     shopping.register(app)
