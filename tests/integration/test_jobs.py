@@ -218,24 +218,28 @@ def test_detach_then_attach_recovers_a_crashed_client(
 def test_an_ssh_drop_mid_run_resumes_the_log_where_it_was(env: Any, capsys: Any) -> None:
     import threading
 
+    db_url = os.environ["GPUSHOP_DB_URL"]  # read now: the thread may outlive monkeypatch
+    done = threading.Event()
+
     def drop_later() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while not done.wait(0.2):
             running = [i for i in live_instances(env) if i.get("actual_status") == "running"]
-            with store() as s:
+            with Store.open(db_url) as s:
                 jobs = s.list_jobs()
             if running and jobs and jobs[0].state.value == "running":
                 time.sleep(1.0)
                 env.control.drop_ssh(running[0]["id"])
                 return
-            time.sleep(0.2)
 
-    dropper = threading.Thread(target=drop_later)
+    dropper = threading.Thread(target=drop_later, daemon=True)
     dropper.start()
-    code, out, err = cli(
-        capsys, *RUN, "--cmd", "for i in $(seq 1 10); do echo tick $i; sleep 0.4; done"
-    )
-    dropper.join()
+    try:
+        code, out, err = cli(
+            capsys, *RUN, "--cmd", "for i in $(seq 1 10); do echo tick $i; sleep 0.4; done"
+        )
+    finally:
+        done.set()
+        dropper.join()
     assert code == 0, err
     assert "reconnecting" in err
     assert [ln for ln in out.splitlines() if ln.startswith("tick")] == [

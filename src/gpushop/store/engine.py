@@ -73,7 +73,10 @@ def _sqlite_engine(url: URL) -> Engine:
             # busy_timeout first: switching to WAL needs a lock that a concurrent opener may hold
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
-            if path is not None:
+            # WAL is persistent: set it once. Setting it again on every connect takes a lock that
+            # busy_timeout does not cover, so a reader opening the store while a job writes to
+            # it would fail with "database is locked".
+            if path is not None and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, much faster
         finally:
