@@ -19,9 +19,14 @@ from gpushop.errors import ConfigError
 
 PROFILES = ("development", "staging", "production")
 DEFAULT_VASTAI_URL = "https://console.vast.ai"
+DEFAULT_TENSORDOCK_URL = "https://dashboard.tensordock.com/api/v2"
+# What a TensorDock VM gets per GPU unless configured (the reference's worked example: 8 vCPUs
+# and 32 GB of RAM with one RTX 4090); capped by what each hostnode allows per GPU.
+DEFAULT_TENSORDOCK_VCPU_PER_GPU = 8
+DEFAULT_TENSORDOCK_RAM_GB_PER_GPU = 32
 
 # Fields whose values are never shown, logged or stored.
-SECRET_FIELDS = frozenset({"vastai_api_key", "gpushop_redis_url"})
+SECRET_FIELDS = frozenset({"vastai_api_key", "tensordock_api_token", "gpushop_redis_url"})
 
 
 def config_dir() -> Path:
@@ -82,6 +87,10 @@ class Settings(BaseSettings):
     vastai_preferred_gpus: Annotated[list[str], NoDecode] = Field(default_factory=list)
     vastai_max_bid_per_hour: float | None = Field(default=None, gt=0)
     vastai_ssh_key_path: Path | None = None
+    tensordock_api_token: SecretStr | None = None
+    tensordock_url: str = DEFAULT_TENSORDOCK_URL
+    tensordock_vcpu_per_gpu: int = Field(default=DEFAULT_TENSORDOCK_VCPU_PER_GPU, ge=1, le=256)
+    tensordock_ram_gb_per_gpu: int = Field(default=DEFAULT_TENSORDOCK_RAM_GB_PER_GPU, ge=1, le=2048)
     gpushop_db_url: str | None = None
     gpushop_budget_usd: float | None = Field(default=None, ge=0)
     gpushop_redis_url: SecretStr | None = None
@@ -103,6 +112,17 @@ class Settings(BaseSettings):
             value = value[: -len("/api/v0")]
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("tensordock_url")
+    @classmethod
+    def _tensordock_url(cls, value: str) -> str:
+        """The API root, ``.../api/v2``; a bare server root gets ``/api/v2`` appended."""
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        if "/" not in value.split("://", 1)[1]:
+            value += "/api/v2"
         return value
 
     @classmethod

@@ -3,6 +3,10 @@
 ``--gpu 4090``, ``rtx4090`` and ``RTX 4090`` all mean ``RTX 4090`` and never ``RTX 4090 D``.
 A model groups its variants: ``A100`` is every A100 (PCIE, SXM4, 40 or 80 GB); ``A100 SXM4``
 names that variant only. Matching is on a normalised key, never on substrings.
+
+The table is provider-neutral: Vast.ai's names (``RTX 4090``, ``H100 SXM``), TensorDock's model
+ids (``geforcertx4090-pcie-24gb``, ``h100-sxm5-80gb``) and the driver's names as ``nvidia-smi``
+prints them (``NVIDIA H100 80GB HBM3``) resolve to the same model, variant and VRAM.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def _m(name: str, vram: float, *variants: str, aliases: tuple[str, ...] = ()) ->
 
 
 MODELS: tuple[GpuModel, ...] = (
+    _m("GTX 1070", 8.6),
     _m("GTX 1080 Ti", 11.3),
     _m("RTX 2080 Ti", 11.3),
     _m("Titan RTX", 25.4),
@@ -84,8 +89,27 @@ MODELS: tuple[GpuModel, ...] = (
     _m("MI300X", 206.0, aliases=("instinctmi300x",)),
 )
 
-_DROP_WORDS = re.compile(r"\b(nvidia|geforce|amd|radeon)\b")
+# Other providers' and the driver's spellings that the normalised key alone does not map onto
+# a variant above (the key drops vendor words and memory sizes first): spelling -> variant.
+SPELLINGS: dict[str, str] = {
+    # TensorDock model ids ("v0Name"), memory size dropped
+    "h100-sxm5": "H100 SXM",
+    "h200-sxm5": "H200",
+    "adartxa4000-pcie": "RTX 4000Ada",
+    "adartxa5000-pcie": "RTX 5000Ada",
+    "adartxa6000-pcie": "RTX 6000Ada",
+    # nvidia-smi product names
+    "H100 HBM3": "H100 SXM",
+    "H100 SXM5": "H100 SXM",
+    "Tesla V100-SXM2": "V100 SXM2",
+    "Tesla V100-PCIE": "V100 PCIE",
+    "Tesla V100S-PCIE": "V100 PCIE",
+}
+
+_DROP_WORDS = re.compile(r"\b(nvidia|geforce|amd|radeon|generation)\b")
 _MEMORY_SUFFIX = re.compile(r"[-_ ]?\d+\s*gb$")
+_MEMORY_WORD = re.compile(r"\b\d+\s*gb\b")
+_MEMORY_GB = re.compile(r"(\d+)\s*gb\b")
 
 
 def gpu_key(text: str) -> str:
@@ -96,6 +120,7 @@ def gpu_key(text: str) -> str:
     """
     t = text.strip().lower()
     t = _MEMORY_SUFFIX.sub("", t)
+    t = _MEMORY_WORD.sub(" ", t)  # "A100 80GB PCIe", "H100 80GB HBM3"
     t = _DROP_WORDS.sub(" ", t)
     t = t.replace("geforce", "")
     key = re.sub(r"[^a-z0-9]", "", t)
@@ -112,7 +137,18 @@ class GpuSelector:
     variants: tuple[str, ...]  # provider spellings that match
 
     def matches(self, provider_name: str) -> bool:
-        return gpu_key(provider_name) in {gpu_key(v) for v in self.variants}
+        """Whether a provider's GPU name is one of the selected variants, in any provider's
+        spelling (``geforcertx4090-pcie-24gb`` is an ``RTX 4090``)."""
+        keys = {gpu_key(v) for v in self.variants}
+        if gpu_key(provider_name) in keys:
+            return True
+        found = _lookup(provider_name)
+        if found is None or found[0] != self.model:
+            return False
+        model, variant = found
+        if variant is None:  # only the model is known: a whole-model selector matches
+            return keys == {gpu_key(v) for v in model.variants}
+        return gpu_key(variant) in keys
 
 
 @cache
@@ -132,7 +168,22 @@ def _index() -> tuple[dict[str, GpuModel], dict[str, tuple[GpuModel, str]]]:
             by_variant.setdefault(vkey, (model, variant))
             # TensorDock-style "<model>-pcie": the form factor without the memory size
             by_variant.setdefault(vkey + "pcie", (model, variant))
+    for spelling, variant in SPELLINGS.items():
+        by_variant.setdefault(gpu_key(spelling), by_variant[gpu_key(variant)])
     return by_model, by_variant
+
+
+def _lookup(provider_name: str) -> tuple[GpuModel, str | None] | None:
+    """(model, variant) of a provider's or the driver's GPU name; the variant is None when
+    only the model is known. ``Tesla`` is dropped as a last resort (``Tesla V100-PCIE-32GB``)."""
+    key = gpu_key(provider_name)
+    by_model, by_variant = _index()
+    for candidate in (key, key.removeprefix("tesla")):
+        if candidate in by_variant:
+            return by_variant[candidate]
+        if candidate in by_model:
+            return by_model[candidate], None
+    return None
 
 
 def resolve(text: str) -> GpuSelector:
@@ -155,21 +206,33 @@ def resolve(text: str) -> GpuSelector:
 
 def canonical(provider_name: str) -> str:
     """The canonical model name for a provider's GPU name; unknown names pass through."""
-    key = gpu_key(provider_name)
-    by_model, by_variant = _index()
-    if key in by_variant:
-        return by_variant[key][0].name
-    if key in by_model:
-        return by_model[key].name
-    return provider_name.strip()
+    found = _lookup(provider_name)
+    return found[0].name if found is not None else provider_name.strip()
 
 
 def model_of(provider_name: str) -> GpuModel | None:
-    key = gpu_key(provider_name)
-    by_model, by_variant = _index()
-    if key in by_variant:
-        return by_variant[key][0]
-    return by_model.get(key)
+    found = _lookup(provider_name)
+    return found[0] if found is not None else None
+
+
+def vram_gb(provider_name: str) -> float | None:
+    """Per-GPU memory in GB as the driver reports it (MiB / 1000, the unit Vast.ai lists).
+
+    A name that states its size (``a100-pcie-40gb``) is taken at its word, converted from GiB;
+    when that size is the model's usual one the table's value wins, so ``h100-sxm5-80gb`` and
+    Vast's ``H100 SXM`` both say 81.6 and ``l40s-pcie-48gb`` says 46.1, what the card reports.
+
+    >>> vram_gb("geforcertx4090-pcie-24gb"), vram_gb("a100-pcie-40gb"), vram_gb("RTX 4090")
+    (24.6, 41.0, 24.6)
+    """
+    model = model_of(provider_name)
+    stated = _MEMORY_GB.search(provider_name.lower())
+    if stated is None:
+        return model.vram_gb if model is not None else None
+    size = int(stated.group(1)) * 1.024  # GiB -> MiB / 1000
+    if model is not None and abs(model.vram_gb - size) <= 0.1 * size:
+        return model.vram_gb
+    return round(size, 1)
 
 
 def parse_gpu_list(values: list[str] | None) -> list[GpuSelector]:

@@ -25,7 +25,12 @@ class Feature(enum.StrEnum):
     TEMPLATES = "templates"
     SSH_KEYS = "ssh_keys"
     STOP_KEEPS_GPU = "stop_keeps_gpu"
+    # stop gives the GPU back (else the stopped VM bills the full rate): a restart may find none
+    STOP_RELEASES_GPU = "stop_releases_gpu"
     CHARGES = "charges"
+    # runs the requested Docker image as the instance itself (Vast.ai); without it the provider
+    # rents VMs from OS images and a job's image runs under `docker run` on the VM (TensorDock)
+    CONTAINERS = "containers"
 
 
 class InstanceStatus(enum.StrEnum):

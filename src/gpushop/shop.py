@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gpushop.config import Settings, cache_dir
+from gpushop.errors import UsageError
 from gpushop.gpus import GpuSelector, resolve
 
 if TYPE_CHECKING:
@@ -17,30 +18,80 @@ if TYPE_CHECKING:
     from gpushop.store import Store
 
 
+PROVIDER_CHOICES = ("vastai", "tensordock", "all")
+_CREDENTIAL = {
+    "tensordock": "TENSORDOCK_API_TOKEN is not set",
+    "vastai": "VASTAI_API_KEY is not set",
+}
+
+
 class Shop:
+    """``provider``: "vastai", "tensordock", "all" (every provider that can answer), or None:
+    every provider with credentials (Vast.ai alone when none has any: its search needs no key).
+    """
+
     def __init__(
-        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        provider: str | None = None,
     ) -> None:
+        if provider is not None and provider not in PROVIDER_CHOICES:
+            raise UsageError(
+                f"--provider {provider!r}: choose one of {', '.join(PROVIDER_CHOICES)}"
+            )
         self.settings = settings
         self._transport = transport
+        self._choice = provider
+        self._all: list[Provider] | None = None
         self._providers: list[Provider] | None = None
         self._market: Market | None = None
         self._store: Store | None = None
 
-    def providers(self) -> list[Provider]:
-        if self._providers is None:
+    def _known(self) -> list[Provider]:
+        """Every provider gpushop knows, configured or not (the store may name any of them)."""
+        if self._all is None:
+            from gpushop.providers.tensordock import Sizing, TensorDockProvider
             from gpushop.providers.vastai import VastAIProvider
 
             key = self.settings.vastai_api_key
-            self._providers = [
+            token = self.settings.tensordock_api_token
+            self._all = [
                 VastAIProvider(
                     url=self.settings.vastai_url,
                     api_key=key.get_secret_value() if key else None,
                     transport=self._transport,
                     # every gpushop process on this machine queues for the same limits
                     shared_limits_dir=cache_dir() / "ratelimit",
-                )
+                ),
+                TensorDockProvider(
+                    url=self.settings.tensordock_url,
+                    api_token=token.get_secret_value() if token else None,
+                    transport=self._transport,
+                    shared_limits_dir=cache_dir() / "ratelimit",
+                    sizing=Sizing(
+                        vcpu_per_gpu=self.settings.tensordock_vcpu_per_gpu,
+                        ram_gb_per_gpu=self.settings.tensordock_ram_gb_per_gpu,
+                    ),
+                ),
             ]
+        return self._all
+
+    def providers(self) -> list[Provider]:
+        """The providers this shop searches and rents from (see the class docstring)."""
+        if self._providers is None:
+            known = self._known()
+            if self._choice == "all":
+                # Vast.ai answers searches without a key; TensorDock does not without a token
+                chosen = [p for p in known if p.has_credentials or p.name == "vastai"]
+            elif self._choice is not None:
+                chosen = [p for p in known if p.name == self._choice]
+                if chosen and not chosen[0].has_credentials and chosen[0].name != "vastai":
+                    raise UsageError(f"--provider {self._choice}: {_CREDENTIAL[self._choice]}")
+            else:
+                chosen = [p for p in known if p.has_credentials] or known[:1]
+            self._providers = chosen
         return self._providers
 
     def preferred(self) -> list[GpuSelector]:
@@ -66,12 +117,11 @@ class Shop:
         return {p.name: p for p in self.providers()}
 
     def provider(self, name: str) -> Provider:
-        try:
-            return self.provider_map()[name]
-        except KeyError:
-            from gpushop.errors import UsageError
-
-            raise UsageError(f"unknown provider {name!r}") from None
+        """Any known provider by name (a rental may be on one this shop does not search)."""
+        for p in self._known():
+            if p.name == name:
+                return p
+        raise UsageError(f"unknown provider {name!r}")
 
     @property
     def store(self) -> Store:
@@ -100,7 +150,7 @@ class Shop:
         return Provisioner(self.store, self.provider_map(), self.market, self.keypair(), rng=rng)
 
     async def aclose(self) -> None:
-        for provider in self._providers or []:
+        for provider in self._all or []:
             await provider.aclose()
         if self._store is not None:
             self._store.close()

@@ -42,9 +42,13 @@ def process() -> Iterator[subprocess.Popen[str]]:
 
 def read_startup(proc: subprocess.Popen[str]) -> dict[str, str]:
     assert proc.stdout is not None
-    lines = [proc.stdout.readline().strip() for _ in range(2)]
+    lines = [proc.stdout.readline().strip() for _ in range(4)]
     assert lines[0].startswith("VASTAI_URL=http://127.0.0.1:")
     assert lines[1] == "VASTAI_API_KEY=emulator"
+    assert lines[2].startswith(
+        "TENSORDOCK_URL=http://127.0.0.1:"
+    )  # tests/emulator/test_tensordock_startup.py
+    assert lines[3].startswith("TENSORDOCK_API_TOKEN=")
     return dict(line.split("=", 1) for line in lines)
 
 

@@ -24,6 +24,7 @@ from gpushop.cli.shopping import (
     MinRelOpt,
     MinVramOpt,
     NumGpusOpt,
+    ProviderOpt,
     SortOpt,
     UnverifiedOpt,
 )
@@ -164,8 +165,12 @@ def drive(
     async def go() -> Job:
         from gpushop.fleet.reconcile import reconcile
         from gpushop.shop import Shop
+        from gpushop.store import Store
 
-        async with Shop(cfg) as shop:
+        with Store.open(cfg.db_url) as store:
+            stored = store.get_job(job_id)
+        choice = stored.spec.get("offer", {}).get("provider") if stored else None
+        async with Shop(cfg, provider=choice) as shop:
             report = await reconcile(shop.store, shop.provider_map())
             for entry in report.actions:
                 output.message(
@@ -262,6 +267,7 @@ def offer_options(
     sort: SortKey,
     offer: str | None,
     attempts: int,
+    provider: str | None = None,
 ) -> dict[str, Any]:
     from gpushop.jobs.offer_flags import offer_flags
 
@@ -283,6 +289,7 @@ def offer_options(
         sort=sort.value,
         offer=offer,
         attempts=attempts,
+        provider=provider,
         budget_usd=cfg.gpushop_budget_usd,
         price_cap=max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
     )
@@ -307,6 +314,7 @@ def run(
     interruptible: InterruptibleOpt = False,
     unverified: UnverifiedOpt = False,
     sort: SortOpt = SortKey.VALUE,
+    provider: ProviderOpt = None,
     offer: Annotated[str | None, typer.Option("--offer", help="Rent exactly vastai:ID.")] = None,
     attempts: Annotated[int, typer.Option("--attempts", help="Offers to try at most.")] = 3,
     image: Annotated[str | None, typer.Option("--image", help="Docker image.")] = None,
@@ -379,6 +387,7 @@ def run(
             sort=sort,
             offer=offer,
             attempts=attempts,
+            provider=provider,
         ),
         image=image,
         template_hash=template,

@@ -37,12 +37,16 @@ def emulator(
     offers: Annotated[int, typer.Option(help="Offers in the synthetic market (max 20000).")] = 600,
     seed: Annotated[int, typer.Option(help="Market seed.")] = 0,
     api_key: Annotated[str, typer.Option("--api-key", help="The accepted API key.")] = "emulator",
+    tensordock_token: Annotated[
+        str, typer.Option("--tensordock-token", help="The accepted TensorDock API token.")
+    ] = "tensordock-emulator",
     no_rate_limit: Annotated[
         bool, typer.Option("--no-rate-limit", help="Turn the real rate limits off.")
     ] = False,
     speed: Annotated[float, typer.Option(help="Divide every simulated delay by this.")] = 1.0,
 ) -> None:
-    """Run the Vast.ai-compatible emulator (prints VASTAI_URL and VASTAI_API_KEY, then serves)."""
+    """Run the Vast.ai and TensorDock emulator (prints VASTAI_URL, VASTAI_API_KEY, TENSORDOCK_URL
+    and TENSORDOCK_API_TOKEN, then serves)."""
     if not 1 <= offers <= 20000:
         raise UsageError("--offers must be between 1 and 20000")
     if speed <= 0:
@@ -59,6 +63,7 @@ def emulator(
             offers=offers,
             seed=seed,
             api_key=api_key,
+            tensordock_token=tensordock_token,
             rate_limit=not no_rate_limit,
             speed=speed,
         )

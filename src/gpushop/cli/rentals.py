@@ -22,6 +22,7 @@ from gpushop.cli.shopping import (
     MinRelOpt,
     MinVramOpt,
     NumGpusOpt,
+    ProviderOpt,
     SortOpt,
     UnverifiedOpt,
 )
@@ -64,6 +65,7 @@ def up(
     interruptible: InterruptibleOpt = False,
     unverified: UnverifiedOpt = False,
     sort: SortOpt = SortKey.VALUE,
+    provider: ProviderOpt = None,
     offer: Annotated[str | None, typer.Option("--offer", help="Rent exactly vastai:ID.")] = None,
     image: Annotated[str | None, typer.Option("--image", help="Docker image.")] = None,
     template: Annotated[str | None, typer.Option("--template", help="Template hash.")] = None,
@@ -140,7 +142,7 @@ def up(
         from gpushop.fleet.reconcile import reconcile
         from gpushop.shop import Shop
 
-        async with Shop(cfg) as shop:
+        async with Shop(cfg, provider=provider) as shop:
             report = await reconcile(shop.store, shop.provider_map())
             for entry in report.actions:
                 progress(f"reconcile: {entry['kind']} {entry['rental_id'] or entry['instance_id']}")
@@ -342,22 +344,33 @@ def _show_report(report: dict[str, Any], as_json: bool) -> None:
 def _set_state(rental_id: str, state: str) -> None:
     cfg = settings()
 
+    releases_gpu = [False]
+
     async def go() -> bool:
-        from gpushop.models import RentalState
+        from gpushop.models import Feature, RentalState
         from gpushop.shop import Shop
 
         async with Shop(cfg) as shop:
             rental = shop.store.get(rental_id)
             if rental is None or rental.instance_id is None:
                 raise UsageError(f"no rental {rental_id!r} with an instance")
-            ok = await shop.provider(rental.provider).set_state(rental.instance_id, state)
+            provider = shop.provider(rental.provider)
+            # a provider whose stopped VM keeps billing the full rate unless its GPU is
+            # released (TensorDock) releases it: a restart may then find no GPU free
+            releases_gpu[0] = provider.supports(Feature.STOP_RELEASES_GPU)
+            ok = await provider.set_state(rental.instance_id, state)
             target = RentalState.STOPPED if state == "stopped" else RentalState.PROVISIONING
             if rental.state is not target:
                 shop.store.transition(rental.id, target, f"user {state}")
             return ok
 
     queued = not run_async(go())
-    if state == "stopped":
+    if state == "stopped" and releases_gpu[0]:
+        warn(
+            "stopped with its GPU released (a stopped VM that keeps its GPU bills the full "
+            "rate): only storage bills now, and a restart may find no GPU free on that host"
+        )
+    elif state == "stopped":
         warn("a stopped instance still bills storage; `gpushop down` releases it for good")
     elif queued:
         warn("the host's GPUs are busy: the start is queued by the provider")

@@ -49,6 +49,13 @@ UnverifiedOpt = Annotated[
     bool, typer.Option("--include-unverified", help="Also show unverified hosts.")
 ]
 SortOpt = Annotated[SortKey, typer.Option("--sort", help="Ranking.")]
+ProviderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--provider",
+        help="vastai, tensordock or all (default: every provider with credentials).",
+    ),
+]
 
 
 def offers(
@@ -64,6 +71,7 @@ def offers(
     unverified: UnverifiedOpt = False,
     sort: SortOpt = SortKey.VALUE,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many offers to show.")] = 10,
+    provider: ProviderOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the best offers: cheapest at market price on a reliable host, by default."""
@@ -86,7 +94,7 @@ def offers(
     async def go() -> object:
         from gpushop.shop import Shop
 
-        async with Shop(cfg) as shop:
+        async with Shop(cfg, provider=provider) as shop:
             return await shop.market.search(query, sort, limit)
 
     from gpushop.market.service import SearchResult
@@ -109,6 +117,7 @@ def market(
     min_reliability: Annotated[
         float, typer.Option("--min-reliability", help="Floor for the 'best reliable offer'.")
     ] = 0.98,
+    provider: ProviderOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Market prices per GPU model: offer count, p10/p50/p90 $/GPU/h, best reliable offer."""
@@ -121,7 +130,7 @@ def market(
     async def go() -> object:
         from gpushop.shop import Shop
 
-        async with Shop(cfg) as shop:
+        async with Shop(cfg, provider=provider) as shop:
             return await shop.market.summary(selectors, min_reliability)
 
     from gpushop.cli import render

@@ -24,6 +24,7 @@ from gpushop.cli.shopping import (
     MinRelOpt,
     MinVramOpt,
     NumGpusOpt,
+    ProviderOpt,
     UnverifiedOpt,
 )
 from gpushop.errors import NoMatchError, UsageError
@@ -73,6 +74,7 @@ def flux_lora(
     country: CountryOpt = None,
     interruptible: InterruptibleOpt = False,
     unverified: UnverifiedOpt = False,
+    provider: ProviderOpt = None,
     image: Annotated[
         str | None, typer.Option("--image", help="Image (default ostris/aitoolkit:latest).")
     ] = None,
@@ -146,6 +148,7 @@ def flux_lora(
         sort=_value_sort(),
         offer=None,
         attempts=3,
+        provider=provider,
     )
     best = _best_offer(flags)
     run_estimate = estimate_run(
@@ -249,7 +252,7 @@ def _best_offer(flags: dict[str, Any]) -> Offer:
     async def search() -> Offer:
         from gpushop.shop import Shop
 
-        async with Shop(cfg) as shop:
+        async with Shop(cfg, provider=flags.get("provider")) as shop:
             result = await shop.market.search(query, SortKey.VALUE, 1)
             if not result.offers:
                 raise NoMatchError(f"no offer fits the recipe: {query.describe()}")

@@ -1,4 +1,4 @@
-"""An offline emulator of the Vast.ai REST API (see docs/emulator.md).
+"""An offline emulator of the Vast.ai REST API and of TensorDock API v2 (see docs/emulator.md).
 
 It stands beside the product: it imports nothing from the rest of gpushop, so a client tested
 against it is checked against the published API, not against itself.

@@ -1,4 +1,4 @@
-"""`python -m gpushop.emulator`: the Vast.ai emulator without the gpushop CLI."""
+"""`python -m gpushop.emulator`: the Vast.ai and TensorDock emulator without the gpushop CLI."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     defaults = EmulatorConfig()
     parser = argparse.ArgumentParser(
         prog="python -m gpushop.emulator",
-        description="Serve an offline emulator of the Vast.ai REST API. Prints VASTAI_URL and "
-        "VASTAI_API_KEY on stdout, then logs to stderr.",
+        description="Serve an offline emulator of the Vast.ai REST API and of TensorDock API v2. "
+        "Prints VASTAI_URL, VASTAI_API_KEY, TENSORDOCK_URL and TENSORDOCK_API_TOKEN on stdout, "
+        "then logs to stderr.",
     )
     parser.add_argument(
         "--host", default=defaults.host, help="address to bind (default %(default)s)"
@@ -25,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="market seed")
     parser.add_argument("--api-key", default=defaults.api_key, help="the accepted API key")
+    parser.add_argument(
+        "--tensordock-token",
+        default=defaults.tensordock_token,
+        help="the accepted TensorDock Bearer token",
+    )
     parser.add_argument(
         "--no-rate-limit", action="store_true", help="turn the real per-endpoint limits off"
     )
@@ -44,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             offers=args.offers,
             seed=args.seed,
             api_key=args.api_key,
+            tensordock_token=args.tensordock_token,
             rate_limit=not args.no_rate_limit,
             speed=args.speed,
             ssh=not args.no_ssh,

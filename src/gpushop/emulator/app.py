@@ -31,6 +31,7 @@ from gpushop.emulator.mountns import tools as namespace_tools
 from gpushop.emulator.ratelimit import RateLimiter, limit_body, retry_after_value
 from gpushop.emulator.routes import Route, Router
 from gpushop.emulator.state import EmulatorState, identity_hash
+from gpushop.emulator.tensordock.api import TensorDock
 
 log = logging.getLogger("gpushop.emulator")
 
@@ -79,6 +80,8 @@ class Emulator:
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self._holds: asyncio.Event | None = None  # set to end every held answer at once
         self.runtime = HostRuntime()
+        # TensorDock v2 under /tensordock/api/v2, on the same simulated clock
+        self.tensordock = TensorDock(config, lambda: self.state.now())
         if config.ssh:
             namespace_tools()  # probe now: its one warning belongs to the start-up
 
@@ -106,6 +109,7 @@ class Emulator:
         self.runtime.close_all()  # every instance process and SSH server of the old state
         self.state.close()
         self.state = EmulatorState(config, market=self.state.market)
+        self.tensordock.reset(config)
         self.faults.clear()
         self.limiter.reset()
         self.counts.clear()
@@ -115,6 +119,7 @@ class Emulator:
         if scope["type"] != "http":  # lifespan is off; websockets are not served
             return
         self.runtime.ensure_ticker(lambda: self.state)
+        self.tensordock.runtime.ensure_ticker(lambda: self.tensordock.state)
         # Bring the world up to now first: due events, then SSH servers of running instances,
         # so an instance the answer shows as running already accepts SSH.
         self.state.sync(self.state.now())
@@ -124,6 +129,19 @@ class Emulator:
         if path == "/_emulator" or path.startswith("/_emulator/"):
             response = await self._control(request)
             await response(scope, receive, send)
+            return
+        if self.tensordock.serves(path):
+            await self.tensordock.handle(
+                request,
+                scope,
+                receive,
+                send,
+                faults=self.faults,
+                counts=self.counts,
+                log=self._log,
+                hold=self._hold,
+                broken=_send_broken,
+            )
             return
         await self._api(request, scope, receive, send)
 
@@ -265,6 +283,11 @@ class Emulator:
             data = orjson.loads(body) if body.strip() else {}
         except orjson.JSONDecodeError:
             return json_response(400, {"success": False, "msg": "body is not JSON"})
+        if action.startswith("tensordock/"):
+            status, answer = await self.tensordock.control(
+                method, action.removeprefix("tensordock/"), data, self.counts
+            )
+            return json_response(status, answer)
         if (method, action) == ("POST", "reset"):
             if not isinstance(data, dict):
                 return json_response(400, {"success": False, "msg": "overrides must be an object"})
@@ -297,6 +320,7 @@ class Emulator:
             self.faults.clear()
             self.state.host_faults.clear()
             self.runtime.clear_trainer_faults()
+            self.tensordock.clear_faults()
             return json_response(200, {"success": True})
         if (method, action) == ("POST", "trainer_fault"):
             try:
@@ -357,6 +381,7 @@ class Emulator:
         state.sync(state.now(), force=True)
         self.runtime.stop_unwanted(state)
         await self.runtime.reconcile(state)
+        await self.tensordock.advance()
         return json_response(200, {"success": True, "offset": state.now_offset, "now": state.now()})
 
 

@@ -26,8 +26,16 @@ RESETTABLE_FIELDS = frozenset(
         "retry_after",
         "legacy_list_deprecated",
         "credit",
+        "tensordock_token",
+        "tensordock_balance",
+        "tensordock_list_shape",
+        "tensordock_detail_shape",
     }
 )
+# TensorDock v2 answers GET /instances in several shapes (reference 2.10); "instances" is the
+# documented one, the others let clients test that they accept all of them.
+TENSORDOCK_LIST_SHAPES = ("instances", "attributes", "array")
+TENSORDOCK_DETAIL_SHAPES = ("flat", "wrapped")
 
 
 @dataclass
@@ -56,6 +64,12 @@ class EmulatorConfig:
     credit: float = (
         100.0  # the account's spendable USD; <= 0 refuses create/start (missing_billing)
     )
+    # TensorDock v2 (docs/emulator.md, "TensorDock"): the Bearer token the organization accepts,
+    # its balance in USD (create/start need at least $1), and the shapes of list/detail answers
+    tensordock_token: str = "tensordock-emulator"
+    tensordock_balance: float = 100.0
+    tensordock_list_shape: str = "instances"
+    tensordock_detail_shape: str = "flat"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -86,6 +100,16 @@ class EmulatorConfig:
             raise ValueError(f"ssh must be true or false, got {self.ssh!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        token = self.tensordock_token
+        if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+            raise ValueError("tensordock_token must be a non-empty string without whitespace")
+        balance = self.tensordock_balance
+        if isinstance(balance, bool) or not isinstance(balance, int | float):
+            raise ValueError(f"tensordock_balance must be a number, got {balance!r}")
+        if self.tensordock_list_shape not in TENSORDOCK_LIST_SHAPES:
+            raise ValueError(f"tensordock_list_shape must be one of {TENSORDOCK_LIST_SHAPES}")
+        if self.tensordock_detail_shape not in TENSORDOCK_DETAIL_SHAPES:
+            raise ValueError(f"tensordock_detail_shape must be one of {TENSORDOCK_DETAIL_SHAPES}")
 
     def with_overrides(self, overrides: dict[str, Any]) -> EmulatorConfig:
         """A copy with `overrides` applied (only RESETTABLE_FIELDS); raises ValueError."""
@@ -98,4 +122,5 @@ class EmulatorConfig:
         """The settings as JSON, without the API key (control API answers may end up in logs)."""
         data = dataclasses.asdict(self)
         data.pop("api_key")
+        data.pop("tensordock_token")
         return data

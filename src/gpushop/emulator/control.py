@@ -185,3 +185,51 @@ class EmulatorControl:
         """Abort every SSH connection of the instance now (new ones are accepted); returns
         how many were dropped."""
         return int(self._call("POST", "drop_ssh", {"instance_id": instance_id})["dropped"])
+
+    # -- TensorDock (docs/emulator.md, "TensorDock") -----------------------------------------
+    def tensordock_state(self) -> dict[str, Any]:
+        """The TensorDock organization: `balance`, `spend`, `hourly_cost`, `vms` (control
+        views), `deleted`, `secrets`, pending `faults`, GPUs `taken` by other renters,
+        `gpu_names`, `request_counts` of the TensorDock endpoints."""
+        result: dict[str, Any] = self._call("GET", "tensordock/state")
+        return result
+
+    def tensordock_vm(self, vm_id: str) -> dict[str, Any]:
+        """Control-side view of a VM: status, booted/reachable, hostnode, resources, ports,
+        `ssh_host`/`ssh_port`/`ssh_user`, `sandbox`, `ssh_listening`, `ssh_host_key`,
+        `process_groups`, `cloud_init` (running/done/error), faults and `billing`
+        (`rate_hourly`, `storage_rate`, `current_rate`, `cost`)."""
+        result: dict[str, Any] = self._call("GET", f"tensordock/vms/{vm_id}")
+        return result
+
+    def tensordock_fault(
+        self,
+        kind: str,
+        *,
+        vm_id: str | None = None,
+        hostnode_id: str | None = None,
+        count: int = 1,
+        after_s: float = 0.0,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """A TensorDock host fault (tensordock/faults.py: stuck_provisioning, host_offline,
+        gpu_reclaimed, destroy_ignored, gpu_taken, lying_host) on one VM (`vm_id`, at once),
+        on the next `count` creates on `hostnode_id`, or on the next creates anywhere."""
+        spec: dict[str, Any] = {"kind": kind, "count": count, "after_s": after_s, **params}
+        if vm_id is not None:
+            spec["vm_id"] = vm_id
+        if hostnode_id is not None:
+            spec["hostnode_id"] = hostnode_id
+        result: dict[str, Any] = self._call("POST", "tensordock/faults", spec)["fault"]
+        return result
+
+    def tensordock_trainer_fault(self, vm_id: str, fail: str, at_step: int) -> dict[str, Any]:
+        """As `trainer_fault`, for the simulated ai-toolkit running on a TensorDock VM (also
+        inside the simulated docker's containers)."""
+        spec = {"vm_id": vm_id, "fail": fail, "at_step": at_step}
+        result: dict[str, Any] = self._call("POST", "tensordock/trainer_fault", spec)["fault"]
+        return result
+
+    def tensordock_drop_ssh(self, vm_id: str) -> int:
+        """Abort every SSH connection of the VM now; returns how many were dropped."""
+        return int(self._call("POST", "tensordock/drop_ssh", {"vm_id": vm_id})["dropped"])

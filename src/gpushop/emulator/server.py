@@ -23,6 +23,7 @@ import uvicorn
 from gpushop.emulator.app import Emulator, install_log_filter
 from gpushop.emulator.config import EmulatorConfig
 from gpushop.emulator.control import EmulatorControl
+from gpushop.emulator.tensordock.api import PREFIX as TENSORDOCK_PREFIX
 
 log = logging.getLogger("gpushop.emulator")
 
@@ -79,6 +80,7 @@ class _EmulatorServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.emulator.release_holds()
         await self.emulator.runtime.aclose()
+        await self.emulator.tensordock.runtime.aclose()
         await super().shutdown(sockets)
 
 
@@ -102,7 +104,8 @@ class _ForegroundServer(_EmulatorServer):
 
 
 def serve(config: EmulatorConfig) -> None:
-    """Run the emulator until SIGINT/SIGTERM. Prints VASTAI_URL and VASTAI_API_KEY first."""
+    """Run the emulator until SIGINT/SIGTERM. Prints VASTAI_URL, VASTAI_API_KEY, TENSORDOCK_URL
+    and TENSORDOCK_API_TOKEN first."""
     config.validate()
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -111,8 +114,11 @@ def serve(config: EmulatorConfig) -> None:
     app = Emulator(config)  # builds the market before binding: the URL means "ready"
     sock = bind_socket(config.host, config.port)
     try:
-        print(f"VASTAI_URL={public_url(config.host, sock)}", flush=True)
+        url = public_url(config.host, sock)
+        print(f"VASTAI_URL={url}", flush=True)
         print(f"VASTAI_API_KEY={config.api_key}", flush=True)
+        print(f"TENSORDOCK_URL={url}{TENSORDOCK_PREFIX}", flush=True)
+        print(f"TENSORDOCK_API_TOKEN={config.tensordock_token}", flush=True)
         log.info(
             "emulator serving %d offers (seed %d, rate limits %s, speed %g)",
             config.offers,
@@ -125,6 +131,7 @@ def serve(config: EmulatorConfig) -> None:
             server.run(sockets=[sock])
     finally:
         app.runtime.close_all()  # in case the loop died before its shutdown ran
+        app.tensordock.close()
         app.state.close()
         sock.close()
 
@@ -132,7 +139,8 @@ def serve(config: EmulatorConfig) -> None:
 class EmulatorThread:
     """The same server on a background thread, on a real port of 127.0.0.1.
 
-    Usage: `with EmulatorThread(EmulatorConfig(rate_limit=False)) as emu: httpx.get(emu.url + ...)`
+    Usage: `with EmulatorThread(EmulatorConfig(rate_limit=False)) as emu: httpx.get(emu.url + ...)`;
+    `tensordock_url` (base URL of TensorDock API v2) and `tensordock_token` for the TensorDock side.
     """
 
     def __init__(self, config: EmulatorConfig) -> None:
@@ -141,6 +149,8 @@ class EmulatorThread:
         self._sock = bind_socket(config.host, config.port)
         self.url = public_url(config.host, self._sock)
         self.api_key = config.api_key
+        self.tensordock_url = self.url + TENSORDOCK_PREFIX
+        self.tensordock_token = config.tensordock_token
         self.control = EmulatorControl(self.url)
         self._server = _EmulatorServer(self.app, "warning")
         self._thread = threading.Thread(
@@ -170,6 +180,7 @@ class EmulatorThread:
             self._thread.join(timeout=10)
         # Normally done by the server's shutdown on its loop; this catches a dead loop.
         self.app.runtime.close_all()
+        self.app.tensordock.close()
         self.app.state.close()
         self.control.close()
         self._sock.close()

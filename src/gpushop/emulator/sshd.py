@@ -58,6 +58,8 @@ class _Server(asyncssh.SSHServer):
         return False
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if self._endpoint.users is not None and username not in self._endpoint.users:
+            return False
         wanted = key.public_data
         for text in self._endpoint.authorized_keys():
             try:
@@ -78,7 +80,9 @@ class SshEndpoint:
         host_key: asyncssh.SSHKey,
         authorized_keys: Callable[[], list[str]],
         environment: Callable[[], dict[str, str]],
+        users: frozenset[str] | None = None,  # the only login names accepted (None: any)
     ) -> None:
+        self.users = users
         self.sandbox = sandbox
         self.host_key = host_key
         self.authorized_keys = authorized_keys

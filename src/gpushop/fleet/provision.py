@@ -304,7 +304,7 @@ class Provisioner:
             self.store.record_timing(rental.id, "running", now)
         self.store.record_timing(rental.id, "ssh_ready", now)
         rental = self.store.update(
-            rental.id, ssh_host=ready.host, ssh_port=ready.port, ssh_user="root"
+            rental.id, ssh_host=ready.host, ssh_port=ready.port, ssh_user=provider.ssh_user
         )
         if opts.verify_host:
             await self._verify(rental, offer, opts)

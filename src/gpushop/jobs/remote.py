@@ -31,6 +31,27 @@ def wrapper(job_dir: str, timeout_s: float | None) -> str:
     )
 
 
+def prepare(workdir: str) -> str:
+    """Make the work folder; on a VM whose login user may not write to / (TensorDock's
+    "user"), through passwordless sudo."""
+    w = shlex.quote(workdir)
+    return (
+        f"mkdir -p {w} 2>/dev/null || "
+        f'{{ sudo -n mkdir -p {w} && sudo -n chown "$(id -u):$(id -g)" {w}; }}'
+    )
+
+
+def in_docker(image: str, workdir: str, env_names: list[str], command: str) -> str:
+    """``command`` inside ``image`` on a VM: the work folder mounted at the same path, the GPUs
+    passed through, the job's environment passed by name (values stay out of the command)."""
+    envs = "".join(f" -e {name}" for name in env_names)
+    w = shlex.quote(workdir)
+    return (
+        f"docker run --rm --gpus all -v /workspace:/workspace -w {w}{envs} "
+        f"{shlex.quote(image)} sh -c {shlex.quote(command)}"
+    )
+
+
 def command_script(workdir: str, command: str) -> str:
     w = shlex.quote(workdir)
     return f"mkdir -p {w} && cd {w} || exit 97\n{command}\n"

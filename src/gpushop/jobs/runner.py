@@ -31,7 +31,7 @@ from gpushop.jobs import remote
 from gpushop.jobs.offer_flags import up_options
 from gpushop.jobs.session import RemoteJob
 from gpushop.jobs.spec import JobSpec, Transfer, launch_env
-from gpushop.models import InstanceStatus, JobState, RentalState
+from gpushop.models import Feature, InstanceStatus, JobState, RentalState
 from gpushop.providers.base import Provider
 from gpushop.ssh import client as ssh
 from gpushop.ssh import transfer
@@ -170,6 +170,7 @@ class JobRunner:
         rental = self._rental(job)
         conn = await self._connection(rental)
         started = time.monotonic()
+        await RemoteJob(conn, spec.remote_dir(job.id)).prepare(spec.workdir)
         moves = list(spec.uploads)
         if job.details.get("restore"):
             # a resumed job: what was synced back so far goes where the job wrote it
@@ -200,8 +201,13 @@ class JobRunner:
 
     async def _launch(self, conn: asyncssh.SSHClientConnection, job: Job, spec: JobSpec) -> None:
         env = launch_env(spec, self.secrets)
+        command = spec.command
+        provider = self.providers[self._rental(job).provider]
+        if spec.image and not provider.supports(Feature.CONTAINERS):
+            # a VM from an OS image: the job's image runs under docker on it
+            command = remote.in_docker(spec.image, spec.workdir, sorted(env), command)
         job_remote = RemoteJob(conn, spec.remote_dir(job.id))
-        fresh = await job_remote.launch(spec.workdir, spec.command, spec.timeout_s, env)
+        fresh = await job_remote.launch(spec.workdir, command, spec.timeout_s, env)
         self.out.message(
             f"job {job.id} started on the instance (detached from this session)"
             if fresh

@@ -45,6 +45,9 @@ class RemoteJob:
             raise SshError(f"could not start the job: {str(result.stderr or '').strip()[:300]}")
         return "launched" in str(result.stdout or "")
 
+    async def prepare(self, workdir: str) -> None:
+        await self._run(remote.prepare(workdir))
+
     async def status(self) -> remote.Status:
         return remote.parse_status(await self._run(remote.status(self.directory)))
 

@@ -99,7 +99,8 @@ def mismatch(offer: Offer, query: OfferQuery) -> str | None:
         return f"reliability {offer.reliability}"
     if query.disk_gb and offer.disk_available_gb and offer.disk_available_gb < query.disk_gb:
         return f"{offer.disk_available_gb:.0f} GB disk"
-    if query.min_cuda is not None and (offer.cuda is None or offer.cuda < query.min_cuda - 1e-9):
+    # an offer that does not say (TensorDock) is checked on the machine once rented (verify.py)
+    if query.min_cuda is not None and offer.cuda is not None and offer.cuda < query.min_cuda - 1e-9:
         return f"CUDA {offer.cuda}"
     if query.countries and (offer.country or "") not in {c.upper() for c in query.countries}:
         return f"country {offer.country}"

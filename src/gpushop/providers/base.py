@@ -22,6 +22,7 @@ class Provider(Protocol):
 
     name: str  # "vastai": the prefix of offer ids
     display_name: str  # "Vast.ai": for messages
+    ssh_user: str  # who we log in as: "root" on Vast.ai containers, "user" on TensorDock VMs
 
     def supports(self, feature: Feature) -> bool: ...
 

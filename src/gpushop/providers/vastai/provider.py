@@ -38,13 +38,21 @@ MARGIN = 1.15
 LIMITS = {ep: EndpointLimit(t * MARGIN, burst) for ep, (t, burst) in THRESHOLDS.items()}
 DEFAULT_LIMIT = EndpointLimit(1.0 * MARGIN, 2)
 _FEATURES = frozenset(
-    {Feature.INTERRUPTIBLE, Feature.LABELS, Feature.TEMPLATES, Feature.SSH_KEYS, Feature.CHARGES}
+    {
+        Feature.INTERRUPTIBLE,
+        Feature.LABELS,
+        Feature.TEMPLATES,
+        Feature.SSH_KEYS,
+        Feature.CHARGES,
+        Feature.CONTAINERS,
+    }
 )
 
 
 class VastAIProvider:
     name = "vastai"
     display_name = "Vast.ai"
+    ssh_user = "root"
 
     def __init__(
         self,
