@@ -72,6 +72,9 @@ def build_search_query(query: OfferQuery, *, sort: SortKey, limit: int) -> dict[
         q["datacenter"] = {"eq": query.datacenter}
     if query.min_inet_down_mbps is not None:
         q["inet_down"] = {"gte": query.min_inet_down_mbps}
+    machines = sorted(int(m) for m in query.exclude_machines if m.isdigit())
+    if machines:
+        q["machine_id"] = {"notin": machines}  # blocklisted hosts (they lied about their GPUs)
     q["order"] = _ORDER[sort]
     q["type"] = "bid" if query.interruptible else "on-demand"
     q["allocated_storage"] = query.disk_gb
