@@ -37,6 +37,8 @@ def main() -> int:
             {
                 "VASTAI_URL": emu.url,
                 "VASTAI_API_KEY": emu.api_key,
+                "TENSORDOCK_URL": emu.tensordock_url,
+                "TENSORDOCK_API_TOKEN": emu.tensordock_token,
                 "GPUSHOP_CACHE_DIR": os.path.join(home, "cache"),
                 "GPUSHOP_CONFIG_DIR": os.path.join(home, "config"),
                 "GPUSHOP_DATA_DIR": os.path.join(home, "data"),
@@ -48,7 +50,8 @@ def main() -> int:
         os.chdir(home)
         dataset = write_sample_dataset(Path(home) / "dataset", count=6)
         print(
-            f"Vast.ai emulator at {emu.url}: 600 synthetic offers, real rate limits on, "
+            f"Vast.ai and TensorDock emulator at {emu.url}: 600 synthetic Vast.ai offers and a "
+            "TensorDock market of hostnodes, real rate limits on, "
             f"its clock {SPEED:g}x faster than real time.\n"
         )
         timings: list[tuple[str, float, int]] = []
@@ -114,7 +117,7 @@ def main() -> int:
         codes.append(run("Rentals: released, none left", ["ps", "--all"]))
         left = [
             i for i in emu.control.state()["instances"] if i.get("actual_status") != "destroyed"
-        ]
+        ] + [v for v in emu.control.tensordock_state()["vms"] if v.get("status") != "deleted"]
         _step("Summary")
         for name, elapsed, calls in timings:
             print(f"  gpushop {name:<8} {elapsed:6.2f} s  {calls} API call(s)")
