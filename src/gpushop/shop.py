@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from gpushop.store import Store
 
 
-PROVIDER_CHOICES = ("vastai", "tensordock", "all")
+KNOWN = ("vastai", "tensordock")  # every provider gpushop has an adapter for
+PROVIDER_CHOICES = (*KNOWN, "all")
 _CREDENTIAL = {
     "tensordock": "TENSORDOCK_API_TOKEN is not set",
     "vastai": "VASTAI_API_KEY is not set",
@@ -44,53 +45,63 @@ class Shop:
         self.settings = settings
         self._transport = transport
         self._choice = provider
-        self._all: list[Provider] | None = None
+        self._built: dict[str, Provider] = {}
         self._providers: list[Provider] | None = None
         self._market: Market | None = None
         self._store: Store | None = None
 
-    def _known(self) -> list[Provider]:
-        """Every provider gpushop knows, configured or not (the store may name any of them)."""
-        if self._all is None:
-            from gpushop.providers.tensordock import Sizing, TensorDockProvider
+    def _build(self, name: str) -> Provider:
+        if name == "vastai":
             from gpushop.providers.vastai import VastAIProvider
 
             key = self.settings.vastai_api_key
-            token = self.settings.tensordock_api_token
-            self._all = [
-                VastAIProvider(
-                    url=self.settings.vastai_url,
-                    api_key=key.get_secret_value() if key else None,
-                    transport=self._transport,
-                    # every gpushop process on this machine queues for the same limits
-                    shared_limits_dir=cache_dir() / "ratelimit",
-                ),
-                TensorDockProvider(
-                    url=self.settings.tensordock_url,
-                    api_token=token.get_secret_value() if token else None,
-                    transport=self._transport,
-                    shared_limits_dir=cache_dir() / "ratelimit",
-                    sizing=Sizing(
-                        vcpu_per_gpu=self.settings.tensordock_vcpu_per_gpu,
-                        ram_gb_per_gpu=self.settings.tensordock_ram_gb_per_gpu,
-                    ),
-                ),
-            ]
-        return self._all
+            return VastAIProvider(
+                url=self.settings.vastai_url,
+                api_key=key.get_secret_value() if key else None,
+                transport=self._transport,
+                # every gpushop process on this machine queues for the same limits
+                shared_limits_dir=cache_dir() / "ratelimit",
+            )
+        from gpushop.providers.tensordock import Sizing, TensorDockProvider
+
+        token = self.settings.tensordock_api_token
+        return TensorDockProvider(
+            url=self.settings.tensordock_url,
+            api_token=token.get_secret_value() if token else None,
+            transport=self._transport,
+            shared_limits_dir=cache_dir() / "ratelimit",
+            sizing=Sizing(
+                vcpu_per_gpu=self.settings.tensordock_vcpu_per_gpu,
+                ram_gb_per_gpu=self.settings.tensordock_ram_gb_per_gpu,
+            ),
+        )
+
+    def _get(self, name: str) -> Provider:
+        """A provider by name, built on first use (an unused one costs no import, no client)."""
+        if name not in self._built:
+            self._built[name] = self._build(name)
+        return self._built[name]
+
+    def _configured(self, name: str) -> bool:
+        secret = {
+            "vastai": self.settings.vastai_api_key,
+            "tensordock": self.settings.tensordock_api_token,
+        }[name]
+        return secret is not None and bool(secret.get_secret_value())
 
     def providers(self) -> list[Provider]:
         """The providers this shop searches and rents from (see the class docstring)."""
         if self._providers is None:
-            known = self._known()
             if self._choice == "all":
                 # Vast.ai answers searches without a key; TensorDock does not without a token
-                chosen = [p for p in known if p.has_credentials or p.name == "vastai"]
+                names = [n for n in KNOWN if self._configured(n) or n == "vastai"]
             elif self._choice is not None:
-                chosen = [p for p in known if p.name == self._choice]
-                if chosen and not chosen[0].has_credentials and chosen[0].name != "vastai":
+                names = [self._choice]
+                if not self._configured(self._choice) and self._choice != "vastai":
                     raise UsageError(f"--provider {self._choice}: {_CREDENTIAL[self._choice]}")
             else:
-                chosen = [p for p in known if p.has_credentials] or known[:1]
+                names = [n for n in KNOWN if self._configured(n)] or ["vastai"]
+            chosen = [self._get(n) for n in names]
             self._providers = chosen
         return self._providers
 
@@ -118,10 +129,9 @@ class Shop:
 
     def provider(self, name: str) -> Provider:
         """Any known provider by name (a rental may be on one this shop does not search)."""
-        for p in self._known():
-            if p.name == name:
-                return p
-        raise UsageError(f"unknown provider {name!r}")
+        if name not in KNOWN:
+            raise UsageError(f"unknown provider {name!r}")
+        return self._get(name)
 
     @property
     def store(self) -> Store:
@@ -150,7 +160,7 @@ class Shop:
         return Provisioner(self.store, self.provider_map(), self.market, self.keypair(), rng=rng)
 
     async def aclose(self) -> None:
-        for provider in self._all or []:
+        for provider in self._built.values():
             await provider.aclose()
         if self._store is not None:
             self._store.close()

@@ -92,18 +92,12 @@ async def _same_workspace(conn: asyncssh.SSHClientConnection) -> bool:
     return result.stdout == "probe"
 
 
-# The emulator's SFTP server (asyncssh) ends the session without an exit-status, so OpenSSH's
-# scp exits 1 after a complete, correct copy ("Exit status -1" in `scp -v`).
-SCP_XFAIL = pytest.mark.xfail(reason="emulator SFTP sends no exit-status: scp exits 1")
-
-
-@pytest.mark.parametrize("method", ["sftp", "rsync", pytest.param("scp", marks=SCP_XFAIL)])
+@pytest.mark.parametrize("method", ["sftp", "rsync", "scp"])
 async def test_round_trip_against_the_emulator(
     instance: tuple[asyncssh.SSHClientConnection, transfer.Endpoint], tmp_path: Path, method: str
 ) -> None:
     conn, endpoint = instance
-    if not await _same_workspace(conn):
-        pytest.xfail("this emulator's SFTP (chrooted) and commands disagree on /workspace")
+    assert await _same_workspace(conn), "SFTP and commands must agree on /workspace"
     src, back = tmp_path / "src", tmp_path / "back"
     make_tree(src)
     report = await upload(conn, src, "/workspace/data", endpoint=endpoint, method=method)

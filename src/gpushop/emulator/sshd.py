@@ -70,6 +70,15 @@ class _Server(asyncssh.SSHServer):
         return False
 
 
+class _SandboxSftp(asyncssh.SFTPServer):
+    def exit(self) -> None:
+        super().exit()
+        # OpenSSH's sftp-server ends its session with exit-status 0, and scp (SFTP mode)
+        # reports a failure without one
+        with contextlib.suppress(Exception):
+            self.channel.exit(0)
+
+
 class SshEndpoint:
     """The SSH server of one instance; `start` listens on the reserved socket, `close` ends the
     server and every connection (processes are the sandbox's to kill)."""
@@ -101,7 +110,7 @@ class SshEndpoint:
             server_factory=lambda: _Server(self),
             server_host_keys=[self.host_key],
             process_factory=self._session,
-            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=sandbox_root),
+            sftp_factory=lambda chan: _SandboxSftp(chan, chroot=sandbox_root),
             allow_scp=True,
             encoding=None,
             agent_forwarding=False,
