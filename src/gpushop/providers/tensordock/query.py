@@ -17,44 +17,20 @@ adapter asks for every hostnode and filters here, on every ``OfferQuery`` field:
 
 from __future__ import annotations
 
+from gpushop import matching
 from gpushop.models import Offer, OfferQuery, SortKey
 
 UNKNOWN_RELIABILITY = 0.9  # for ordering only, as the market ranks offers without one
 
 
 def mismatch(offer: Offer, query: OfferQuery) -> str | None:
-    """Why ``offer`` does not satisfy ``query`` (None when it does)."""
+    """Why ``offer`` does not satisfy ``query`` (None when it does): the shared rules, plus
+    TensorDock's own (no spot market; the storage priced must fit on the node)."""
     if query.interruptible:
         return "no interruptible offers"
-    if query.gpus and not any(s.matches(offer.gpu_variant) for s in query.gpus):
-        return f"GPU {offer.gpu_variant}"
-    if query.min_vram_gb is not None and offer.gpu_ram_gb < query.min_vram_gb:
-        return f"{offer.gpu_ram_gb:.1f} GB VRAM"
-    if query.num_gpus is not None and offer.num_gpus != query.num_gpus:
-        return f"{offer.num_gpus} GPUs"
-    if query.max_price is not None and offer.price_per_hour > query.max_price + 1e-9:
-        return f"${offer.price_per_hour:.3f}/h"
-    if query.min_reliability is not None and (
-        offer.reliability is None or offer.reliability < query.min_reliability
-    ):
-        return f"reliability {offer.reliability}"
     if offer.disk_available_gb < max(query.disk_gb, offer.disk_gb):
         return f"{offer.disk_available_gb:.0f} GB disk"
-    if query.min_cuda is not None and offer.cuda is not None and offer.cuda < query.min_cuda - 1e-9:
-        return f"CUDA {offer.cuda}"
-    if query.countries and (offer.country or "") not in {c.upper() for c in query.countries}:
-        return f"country {offer.country}"
-    if query.verified and not offer.verified:
-        return "unverified"
-    if query.datacenter is not None and offer.datacenter != query.datacenter:
-        return "hosting type"
-    if query.min_inet_down_mbps is not None and (
-        offer.inet_down_mbps is None or offer.inet_down_mbps < query.min_inet_down_mbps
-    ):
-        return f"download {offer.inet_down_mbps} Mbit/s"
-    if offer.machine_id and offer.machine_id in query.exclude_machines:
-        return "blocklisted host"
-    return None
+    return matching.mismatch(offer, query)
 
 
 def order(offers: list[Offer], sort: SortKey) -> list[Offer]:
