@@ -20,8 +20,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -30,10 +28,9 @@ from typing import Any
 import asyncssh
 
 from gpushop.emulator import image_files, images, mountns, nvidia_smi
-from gpushop.emulator.errors import ApiError
-from gpushop.emulator.hosts import SSH_DROP_MARKER, TICK_S, TRAINER_FAILS, TRAINER_FAULT_FILE
 from gpushop.emulator.mountns import MountNamespace, Tools
 from gpushop.emulator.sandbox import CONTROL_DIR, Sandbox
+from gpushop.emulator.sandbox_runtime import SandboxRuntime, control_error
 from gpushop.emulator.sshd import SshEndpoint, new_host_key
 from gpushop.emulator.tensordock import docker_shim
 from gpushop.emulator.tensordock.catalog import GPUS_BY_NAME
@@ -103,6 +100,10 @@ class VmHost:
     cloud_init_started: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
+    @property
+    def ssh(self) -> SshEndpoint | None:
+        return self.endpoint
+
 
 def pull_mbps(vm: Vm) -> float:
     return min(vm.node.network_gbps * 1000.0, MAX_PULL_MBPS)
@@ -138,42 +139,13 @@ def vm_path(sandbox: Path, path: str) -> Path | None:
     return sandbox / pure.relative_to("/")
 
 
-class VmRuntime:
-    def __init__(self) -> None:
-        self.hosts: dict[str, VmHost] = {}
-        self._root: Path | None = None
-        self._ticker: asyncio.Task[None] | None = None
-        self._lock_obj: asyncio.Lock | None = None
-        self.drop_watch: set[str] = set()
-
-    @property
-    def root(self) -> Path:
-        if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix="tensordock-emulator-"))
-        return self._root
+class VmRuntime(SandboxRuntime[str, VmHost]):
+    root_prefix = "tensordock-emulator-"
+    id_field = "vm_id"
+    kind = "VM"
 
     def sandbox_path(self, vm_id: str) -> Path:
         return self.root / f"vm-{vm_id}"
-
-    def _lock(self) -> asyncio.Lock:
-        if self._lock_obj is None:
-            self._lock_obj = asyncio.Lock()
-        return self._lock_obj
-
-    def ensure_ticker(self, state_getter: Any) -> None:
-        if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.ensure_future(self._tick(state_getter))
-
-    async def _tick(self, state_getter: Any) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                state = state_getter()
-                state.sync(state.now())
-                await self.reconcile(state)
-                self._watch_drops()
-            except Exception:
-                log.exception("emulator: TensorDock host tick failed")
 
     # -- reconcile -----------------------------------------------------------------------------
     async def reconcile(self, state: TdState) -> None:
@@ -350,58 +322,13 @@ class VmRuntime:
                 errors.append(f"runcmd exited with status {code}")
         _cloud_init_done(sandbox.path, errors)
 
-    # -- trainer faults and SSH drops (as hosts.py) -------------------------------------------
-    def trainer_fault(self, state: TdState, data: Any) -> dict[str, Any]:
-        if not isinstance(data, dict) or set(data) - {"vm_id", "fail", "at_step"}:
-            raise _control_error(400, 'give {"vm_id", "fail", "at_step"}')
-        vm_id = self._vm_id(state, data.get("vm_id"))
-        fail, at_step = data.get("fail"), data.get("at_step")
-        if fail not in TRAINER_FAILS:
-            raise _control_error(400, f"fail must be one of {', '.join(TRAINER_FAILS)}")
-        if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
-            raise _control_error(400, "at_step must be an integer >= 0")
-        control = self.sandbox_path(vm_id) / CONTROL_DIR
-        control.mkdir(parents=True, exist_ok=True)
-        fault = {"fail": fail, "at_step": at_step}
-        _write_text(control / TRAINER_FAULT_FILE, json.dumps(fault))
-        if fail == "ssh_drop":
-            self.drop_watch.add(vm_id)
-        return {"vm_id": vm_id, **fault}
-
-    def drop_ssh(self, state: TdState, data: Any) -> int:
-        if not isinstance(data, dict):
-            raise _control_error(400, 'give {"vm_id"}')
-        host = self.hosts.get(self._vm_id(state, data.get("vm_id")))
-        if host is None or host.endpoint is None:
-            return 0
-        return host.endpoint.drop_connections()
-
-    def clear_trainer_faults(self) -> None:
-        for host in self.hosts.values():
-            with contextlib.suppress(OSError):
-                (host.sandbox.control / TRAINER_FAULT_FILE).unlink()
-        self.drop_watch.clear()
-
-    def _watch_drops(self) -> None:
-        for vm_id in list(self.drop_watch):
-            host = self.hosts.get(vm_id)
-            if host is None or host.endpoint is None:
-                continue
-            marker = host.sandbox.control / SSH_DROP_MARKER
-            if marker.exists():
-                marker.unlink(missing_ok=True)
-                self.drop_watch.discard(vm_id)
-                dropped = host.endpoint.drop_connections()
-                log.info("emulator: ssh_drop on VM %s (%d connections)", vm_id, dropped)
-
-    @staticmethod
-    def _vm_id(state: TdState, raw: Any) -> str:
+    def _checked_id(self, state: TdState, raw: Any) -> str:
         if not isinstance(raw, str):
-            raise _control_error(400, "vm_id must be a string")
+            raise control_error(400, "vm_id must be a string")
         if raw not in state.vms:
-            raise _control_error(404, f"no VM {raw}")
+            raise control_error(404, f"no VM {raw}")
         if not state.config.ssh:
-            raise _control_error(400, "the emulator runs without SSH (ssh=False): no sandboxes")
+            raise control_error(400, "the emulator runs without SSH (ssh=False): no sandboxes")
         return raw
 
     # -- views and shutdown --------------------------------------------------------------------
@@ -420,28 +347,6 @@ class VmRuntime:
             "process_groups": sorted(host.sandbox.pgids) if host else [],
             "cloud_init": cloud_init,
         }
-
-    def close_all(self) -> None:
-        for host in self.hosts.values():
-            host.sandbox.kill_all()
-            if host.endpoint is not None:
-                host.endpoint.close()
-            for task in host.tasks:
-                task.cancel()
-            host.sandbox.remove()
-        self.hosts.clear()
-        self.drop_watch.clear()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
-
-    async def aclose(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._ticker
-            self._ticker = None
-        self.close_all()
 
 
 def _stamp() -> str:
@@ -505,7 +410,3 @@ def _write_script(path: Path, text: str) -> None:
     tmp.write_text(text)
     tmp.chmod(0o755)
     tmp.replace(path)
-
-
-def _control_error(status: int, msg: str) -> ApiError:
-    return ApiError(status, {"success": False, "msg": msg})

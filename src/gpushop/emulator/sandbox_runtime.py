@@ -1,0 +1,172 @@
+"""What the Vast.ai hosts (hosts.py) and the TensorDock VMs (tensordock/runtime.py) share: a
+temp root of sandboxes, a lock, the background tick, trainer faults and SSH drops, shutdown.
+
+Subclasses say how a status maps to running processes (`reconcile`) and how an id from the
+control API is checked (`_checked_id`); the rest is here once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from gpushop.emulator.errors import ApiError
+from gpushop.emulator.sandbox import CONTROL_DIR, Sandbox
+from gpushop.emulator.sshd import SshEndpoint
+
+log = logging.getLogger("gpushop.emulator")
+
+TICK_S = 0.05  # how late at most a status change reaches the SSH side when nobody calls the API
+TRAINER_FAILS = ("oom", "crash", "ssh_drop")
+# Files in <sandbox>/.emulator/ shared with the simulated ai-toolkit (aitoolkit/faults.py).
+TRAINER_FAULT_FILE = "trainer_fault.json"
+SSH_DROP_MARKER = "ssh_drop"
+
+
+class MachineHost(Protocol):
+    @property
+    def sandbox(self) -> Sandbox: ...
+
+    @property
+    def tasks(self) -> set[asyncio.Task[Any]]: ...
+
+    @property
+    def ssh(self) -> SshEndpoint | None: ...
+
+
+K = TypeVar("K", int, str)
+H = TypeVar("H", bound=MachineHost)
+
+
+class SandboxRuntime(Generic[K, H]):
+    root_prefix = "emulator-"
+    id_field = "instance_id"  # the control API's name for the id
+    kind = "instance"  # for messages
+
+    def __init__(self) -> None:
+        self.hosts: dict[K, H] = {}
+        self._root: Path | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._lock_obj: asyncio.Lock | None = None
+        self.drop_watch: set[K] = set()  # ids with a pending ssh_drop trainer fault
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix=self.root_prefix))
+        return self._root
+
+    def sandbox_path(self, key: K) -> Path:
+        raise NotImplementedError
+
+    def _lock(self) -> asyncio.Lock:
+        if self._lock_obj is None:
+            self._lock_obj = asyncio.Lock()
+        return self._lock_obj
+
+    # -- the tick ------------------------------------------------------------------------------
+    def ensure_ticker(self, state_getter: Any) -> None:
+        """Start the background tick on the running loop (once)."""
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.ensure_future(self._tick(state_getter))
+
+    async def _tick(self, state_getter: Any) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                state = state_getter()
+                state.sync(state.now())
+                await self.reconcile(state)
+                self._watch_drops()
+            except Exception:  # never let the tick die silently: log and carry on
+                log.exception("emulator: %s tick failed", self.kind)
+
+    async def reconcile(self, state: Any) -> None:
+        raise NotImplementedError
+
+    # -- trainer faults (the simulated ai-toolkit reads and writes <sandbox>/.emulator/) -------
+    def _checked_id(self, state: Any, raw: Any) -> K:
+        raise NotImplementedError
+
+    def trainer_fault(self, state: Any, data: Any) -> dict[str, Any]:
+        """Arm `{"<id>", "fail": oom|crash|ssh_drop, "at_step"}` for the machine's trainer: it
+        fails (or drops SSH) when it reaches that step, once."""
+        shape = f'give {{"{self.id_field}", "fail", "at_step"}}'
+        if not isinstance(data, dict) or set(data) - {self.id_field, "fail", "at_step"}:
+            raise control_error(400, shape)
+        key = self._checked_id(state, data.get(self.id_field))
+        fail, at_step = data.get("fail"), data.get("at_step")
+        if fail not in TRAINER_FAILS:
+            raise control_error(400, f"fail must be one of {', '.join(TRAINER_FAILS)}")
+        if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
+            raise control_error(400, "at_step must be an integer >= 0")
+        control = self.sandbox_path(key) / CONTROL_DIR
+        control.mkdir(parents=True, exist_ok=True)
+        fault = {"fail": fail, "at_step": at_step}
+        tmp = control / (TRAINER_FAULT_FILE + ".tmp")
+        tmp.write_text(json.dumps(fault))
+        tmp.replace(control / TRAINER_FAULT_FILE)  # the trainer never reads half a file
+        if fail == "ssh_drop":
+            self.drop_watch.add(key)
+        return {self.id_field: key, **fault}
+
+    def drop_ssh(self, state: Any, data: Any) -> int:
+        """Abort every SSH connection of the machine now; how many there were."""
+        if not isinstance(data, dict):
+            raise control_error(400, f'give {{"{self.id_field}"}}')
+        host = self.hosts.get(self._checked_id(state, data.get(self.id_field)))
+        return host.ssh.drop_connections() if host is not None and host.ssh else 0
+
+    def clear_trainer_faults(self) -> None:
+        for host in self.hosts.values():
+            with contextlib.suppress(OSError):
+                (host.sandbox.control / TRAINER_FAULT_FILE).unlink()
+        self.drop_watch.clear()
+
+    def _watch_drops(self) -> None:
+        """The trainer touched the marker: a network drop for every connection of that
+        machine (training goes on; new connections are accepted)."""
+        for key in list(self.drop_watch):
+            host = self.hosts.get(key)
+            if host is None or host.ssh is None:
+                continue
+            marker = host.sandbox.control / SSH_DROP_MARKER
+            if marker.exists():
+                marker.unlink(missing_ok=True)
+                self.drop_watch.discard(key)
+                dropped = host.ssh.drop_connections()
+                log.info("emulator: ssh_drop on %s %s (%d connections)", self.kind, key, dropped)
+
+    # -- shutdown ------------------------------------------------------------------------------
+    def close_all(self) -> None:
+        """Kill every process, close every server and remove every sandbox (sync: safe from
+        any thread once the loop is done)."""
+        for host in self.hosts.values():
+            host.sandbox.kill_all()
+            if host.ssh is not None:
+                host.ssh.close()
+            for task in host.tasks:
+                task.cancel()
+            host.sandbox.remove()
+        self.hosts.clear()
+        self.drop_watch.clear()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    async def aclose(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ticker
+            self._ticker = None
+        self.close_all()
+
+
+def control_error(status: int, msg: str) -> ApiError:
+    return ApiError(status, {"success": False, "msg": msg})
