@@ -105,3 +105,12 @@ def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def inside(view: dict[str, Any]) -> list[int]:
+    """Host pids of an instance's (or VM's) processes but its PID 1, from its control view."""
+    return [pid for pid in view["processes"] if pid != view["init_pid"]]
+
+
+def all_gone(pids: list[int]) -> bool:
+    return all(pid_gone(pid) for pid in pids)

@@ -318,7 +318,7 @@ def test_ssh_drop_fault_drops_connections_while_training_goes_on(
         async with await connect(port, key) as watcher:
             # the trainer runs detached (as users do with nohup/tmux), its log in /workspace
             await watcher.run(f"nohup sh -c '{TRAIN}' > /workspace/train.log 2>&1 < /dev/null &")
-            cut = await asyncio.wait_for(watcher.run("sleep 20"), 10)
+            cut = await asyncio.wait_for(watcher.run("sleep infinity"), 10)
             await dropped(watcher, cut)
         async with await connect(port, key) as again:  # new connections are accepted
             deadline = time.monotonic() + 15
@@ -340,7 +340,7 @@ def test_drop_ssh_now(instant: EmulatorThread, client: httpx.Client, key: asyncs
 
     async def go() -> int:
         async with await connect(port, key) as conn:
-            pending = asyncio.ensure_future(conn.run("sleep 20"))
+            pending = asyncio.ensure_future(conn.run("sleep infinity"))
             await asyncio.sleep(0.2)
             count = await asyncio.to_thread(instant.control.drop_ssh, instance_id)
             await dropped(conn, await asyncio.wait_for(pending, 5))

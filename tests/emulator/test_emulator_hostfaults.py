@@ -50,15 +50,16 @@ def test_host_goes_offline(emulator: EmulatorThread, client: httpx.Client) -> No
     register(client, key)
     instance_id = create(client, cheapest(client)["id"])
     row = wait_status(client, instance_id, "running")
-    pid = int(ssh_run(row["ssh_port"], key, "sleep 300 >/dev/null 2>&1 & echo $!").stdout)
+    ssh_run(row["ssh_port"], key, "sleep infinity >/dev/null 2>&1 &")
+    from emulator_ssh import all_gone, inside
+
+    pids = inside(emulator.control.instance(instance_id))
     emulator.control.host_offline(instance_id=instance_id)
     row = show(client, instance_id)
     assert row is not None and row["actual_status"] == "offline" and row["ports"] == {}
     with pytest.raises(OSError):
         ssh_run(row["ssh_port"], key, "true")
-    from emulator_ssh import pid_gone, wait_until
-
-    assert wait_until(lambda: pid_gone(pid))
+    assert pids and all_gone(pids)
     # billing stopped for the GPU when it went offline
     billing = emulator.control.instance(instance_id)["billing"]
     emulator.control.advance(3600)

@@ -1,5 +1,5 @@
-"""SFTP and commands agree on /workspace and /app (the sandbox's, in a private mount namespace),
-and every image has `python` and the usual tools."""
+"""SFTP and commands agree on every path (both run inside the instance's sandbox), and every
+image has `python` and the usual tools; without sandboxes there is no SSH at all."""
 
 from __future__ import annotations
 
@@ -15,15 +15,13 @@ from emulator_ssh import (
     connect,
     create,
     new_key,
-    pid_gone,
     register,
     run,
     ssh_run,
     wait_status,
-    wait_until,
 )
 
-from gpushop.emulator import EmulatorThread, mountns
+from gpushop.emulator import EmulatorThread, isolation
 
 
 @pytest.fixture
@@ -53,12 +51,6 @@ def put(port: int, key: asyncssh.SSHKey, files: dict[str, bytes], tmp: Path) -> 
     run(go())
 
 
-needs_namespaces = pytest.mark.skipif(
-    mountns.tools() is None, reason="no mount namespaces here (not root, no user namespaces)"
-)
-
-
-@needs_namespaces
 def test_sftp_and_commands_share_workspace_and_app(
     instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey, tmp_path: Path
 ) -> None:
@@ -80,32 +72,19 @@ def test_sftp_and_commands_share_workspace_and_app(
             return data
 
     assert run(get()) == b"from-a-command\n"
-    # relative paths from the login directory are the sandbox's too
-    assert ssh_run(port, key, "cat workspace/a.txt").stdout == "alpha\n"
+    # relative paths start at HOME (/root) for both, and /tmp is the instance's, for both
+    put(port, key, {"rel.txt": b"relative\n", "/tmp/t.txt": b"tmp\n"}, tmp_path)
+    assert ssh_run(port, key, "cat /root/rel.txt /tmp/t.txt").stdout == "relative\ntmp\n"
     sandbox = Path(instant.control.instance(first)["sandbox"])
     assert (sandbox / "workspace" / "c.txt").read_text() == "from-a-command\n"
-    assert not Path("/workspace/a.txt").exists()  # nothing lands on the host's mount point
+    assert (sandbox / "root" / "rel.txt").read_text() == "relative\n"
+    assert not Path("/workspace/a.txt").exists()  # nothing lands on the host
 
     second, port2 = running(client)
     assert second != first
     put(port2, key, {"/workspace/a.txt": b"second\n"}, tmp_path)
     assert ssh_run(port2, key, "cat /workspace/a.txt; ls /app").stdout == "second\n"
     assert ssh_run(port, key, "cat /workspace/a.txt").stdout == "alpha\n"
-
-
-@needs_namespaces
-def test_processes_in_the_namespace_are_still_tracked_and_killed(
-    instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey
-) -> None:
-    register(client, key)
-    instance_id, port = running(client)
-    started = ssh_run(
-        port, key, "cd /workspace && (setsid sleep 300 >/dev/null 2>&1 & echo $!)"
-    ).stdout
-    pid = int(started)
-    assert Path(f"/proc/{pid}").exists()
-    client.delete(f"/api/v0/instances/{instance_id}/")
-    assert wait_until(lambda: pid_gone(pid), timeout=2.0)
 
 
 def test_python_and_tools_in_any_image(
@@ -122,23 +101,24 @@ def test_python_and_tools_in_any_image(
     assert {"/usr/bin", "/bin"} <= set(path)
 
 
-def test_without_namespaces_one_warning_then_commands_run_as_before(
+def test_without_sandboxes_one_line_then_no_ssh_at_all(
     make_emulator: Any,
     key: asyncssh.SSHKey,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(mountns, "_probed", [])
-    monkeypatch.setattr(mountns, "_probe", lambda: (None, "not root and no user namespaces"))
+    monkeypatch.setattr(isolation, "_probed", [(None, "unshare not installed (util-linux)")])
+    monkeypatch.setattr("gpushop.emulator.app._warned", [])
     with caplog.at_level(logging.WARNING, logger="gpushop.emulator"):
         emu = make_emulator(offers=20, rate_limit=False, provision_delay_s=0, loading_delay_s=0)
         make_emulator(offers=20, rate_limit=False)
-    warnings = [r for r in caplog.records if "no mount namespaces" in r.getMessage()]
-    assert len(warnings) == 1 and "not root and no user namespaces" in warnings[0].getMessage()
+    lines = [r.getMessage() for r in caplog.records if "no sandboxes" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "unshare not installed" in lines[0] and "ssh=False" in lines[0]
+    assert emu.control.state()["config"]["ssh"] is False
     headers = {"Authorization": f"Bearer {emu.api_key}"}
     with httpx.Client(base_url=emu.url, headers=headers, timeout=10) as client:
         register(client, key)
-        instance_id, port = running(client)
-        sandbox = emu.control.instance(instance_id)["sandbox"]
-        result = ssh_run(port, key, 'pwd; echo x > "$WORKSPACE/y"; cat workspace/y')
-        assert result.stdout == f"{sandbox}\nx\n"
+        _, port = running(client)  # it runs, but nothing listens: never half isolated
+        with pytest.raises(OSError):
+            ssh_run(port, key, "true")

@@ -12,9 +12,11 @@ import asyncssh
 import httpx
 import pytest
 from emulator_ssh import (
+    all_gone,
     cheapest,
     connect,
     create,
+    inside,
     new_key,
     pid_gone,
     public_text,
@@ -83,13 +85,14 @@ def test_environment_and_sandbox(
     assert env["HF_HOME"] == "/workspace/hf"
     assert env["VAST_CONTAINERLABEL"] == f"C.{instance_id}"
     assert env["CONTAINER_ID"] == str(instance_id)
-    assert env["HOME"] == sandbox and env["CWD"] == sandbox
-    assert env["WORKSPACE"] == f"{sandbox}/workspace" and Path(env["WORKSPACE"]).is_dir()
-    assert env["PATH"].startswith(f"{sandbox}/bin:")
+    assert env["HOME"] == "/root" and env["CWD"] == "/root"
+    assert env["WORKSPACE"] == "/workspace" and Path(sandbox, "workspace").is_dir()
+    assert env["PATH"].startswith("/.emulator/bin:")
     assert env["EMULATOR_DISK_GB"] == "24"
     assert env["VAST_TCP_PORT_8080"] == row["ports"]["8080/tcp"][0]["HostPort"]
     assert not any(k.startswith("-p") for k in env)
     assert "VASTAI_API_KEY" not in env  # the emulator's own environment does not leak in
+    assert "EMULATOR_SANDBOX" not in env and sandbox not in result.stdout
     assert view["ssh_port"] == row["ssh_port"] and view["ssh_listening"] is True
     assert view["ssh_host_key"].startswith("ssh-ed25519 ")
 
@@ -139,11 +142,11 @@ def test_sftp_stays_inside_the_sandbox(
 
     async def go() -> list[str]:
         async with await connect(row["ssh_port"], key) as conn, conn.start_sftp_client() as sftp:
-            await sftp.put(str(local), "workspace/data.bin")
-            await sftp.put(str(local), "/abs.bin")  # "/" is the sandbox
-            await sftp.get("workspace/data.bin", str(tmp_path / "back.bin"))
+            await sftp.put(str(local), "/workspace/data.bin")
+            await sftp.put(str(local), "/abs.bin")  # "/" is the instance's root
+            await sftp.get("/workspace/data.bin", str(tmp_path / "back.bin"))
             names: list[str] = sorted(await sftp.listdir("/"))
-            # ".." cannot climb out of the chroot: it lands in the sandbox (or is refused)
+            # ".." cannot climb out: it stops at the instance's root (or is refused)
             with contextlib.suppress(asyncssh.SFTPError):
                 await sftp.put(str(local), "/../../escaped.bin")
             return names
@@ -152,9 +155,10 @@ def test_sftp_stays_inside_the_sandbox(
     assert (sandbox / "workspace" / "data.bin").read_bytes() == local.read_bytes()
     assert (sandbox / "abs.bin").exists()
     assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
-    assert {"bin", "workspace", "abs.bin"} <= set(names)
+    assert {"usr", "workspace", "abs.bin"} <= set(names)
     assert not (sandbox.parent.parent / "escaped.bin").exists()
     assert not (sandbox.parent / "escaped.bin").exists()
+    assert not Path("/escaped.bin").exists()
 
 
 def test_nvidia_smi_reports_the_offer(
@@ -211,16 +215,13 @@ def test_destroy_kills_processes_and_removes_the_sandbox(
     sandbox = Path(instant.control.instance(instance_id)["sandbox"])
     port = row["ssh_port"]
     # one job in the session's group, one that escaped it with setsid, both detached
-    started = ssh_run(
-        port,
-        key,
-        "sleep 300 >/dev/null 2>&1 & echo $!; setsid sleep 301 >/dev/null 2>&1 & echo $!",
-    )
-    pids = [int(p) for p in started.stdout.split()]
-    assert len(pids) == 2 and not any(pid_gone(p) for p in pids)
+    ssh_run(port, key, "sleep infinity >/dev/null 2>&1 & setsid sleep infinity >/dev/null 2>&1 &")
+    view = instant.control.instance(instance_id)
+    pids = [*inside(view), view["init_pid"]]
+    assert len(pids) == 3 and not any(pid_gone(p) for p in pids)
 
     assert client.delete(f"/api/v0/instances/{instance_id}/").json() == {"success": True}
-    assert wait_until(lambda: all(pid_gone(p) for p in pids), timeout=2.0)
+    assert all_gone(pids)  # before the answer left
     assert not sandbox.exists()
     with pytest.raises(OSError):
         ssh_run(port, key, "true")
@@ -232,16 +233,18 @@ def test_stop_kills_processes_and_closes_ssh_then_start_brings_it_back(
     register(client, key)
     instance_id, row = running_instance(client)
     port = row["ssh_port"]
-    pid = int(ssh_run(port, key, "sleep 300 >/dev/null 2>&1 & echo $!").stdout)
-    ssh_run(port, key, "echo kept > workspace/file")
+    ssh_run(port, key, "sleep infinity >/dev/null 2>&1 &")
+    pids = inside(instant.control.instance(instance_id))
+    ssh_run(port, key, "echo kept > /workspace/file; echo home > ~/file")
     client.put(f"/api/v0/instances/{instance_id}/", json={"state": "stopped"})
-    assert wait_until(lambda: pid_gone(pid), timeout=2.0)
+    assert pids and all_gone(pids)
     with pytest.raises(OSError):
         ssh_run(port, key, "true")
     client.put(f"/api/v0/instances/{instance_id}/", json={"state": "running"})
     row = wait_status(client, instance_id, "running")
     assert row["ssh_port"] == port
-    assert ssh_run(port, key, "cat workspace/file").stdout == "kept\n"  # the disk persists
+    # the disk persists
+    assert ssh_run(port, key, "cat /workspace/file file").stdout == "kept\nhome\n"
 
 
 def test_onstart_runs_once_with_its_log(
@@ -252,8 +255,13 @@ def test_onstart_runs_once_with_its_log(
         client, onstart="echo started $VAST_CONTAINERLABEL; echo x >> count"
     )
     sandbox = Path(instant.control.instance(instance_id)["sandbox"])
-    assert wait_until(lambda: (sandbox / "count").exists())
-    assert (sandbox / "onstart.log").read_text() == f"started C.{instance_id}\n"
+    assert wait_until(lambda: (sandbox / "root" / "count").exists())
+    log = sandbox / "var" / "log" / "onstart.log"
+    assert wait_until(lambda: log.exists() and log.read_text() == f"started C.{instance_id}\n")
+    client.put(f"/api/v0/instances/{instance_id}/", json={"state": "stopped"})
+    client.put(f"/api/v0/instances/{instance_id}/", json={"state": "running"})
+    wait_status(client, instance_id, "running")
+    assert (sandbox / "root" / "count").read_text() == "x\n"  # once, not at every start
 
 
 def test_everything_stops_with_the_emulator(make_emulator: Any, key: asyncssh.SSHKey) -> None:
@@ -263,9 +271,11 @@ def test_everything_stops_with_the_emulator(make_emulator: Any, key: asyncssh.SS
         register(client, key)
         instance_id, row = running_instance(client)
         sandbox = Path(emu.control.instance(instance_id)["sandbox"])
-        pid = int(ssh_run(row["ssh_port"], key, "sleep 300 >/dev/null 2>&1 & echo $!").stdout)
+        ssh_run(row["ssh_port"], key, "setsid env -i sleep infinity >/dev/null 2>&1 &")
+        view = emu.control.instance(instance_id)
+        pids = [*inside(view), view["init_pid"]]
     emu.stop()
-    assert wait_until(lambda: pid_gone(pid), timeout=2.0)
+    assert len(pids) == 2 and all_gone(pids)
     assert not sandbox.exists()
 
 
@@ -273,10 +283,11 @@ def test_reset_ends_all_instances_processes(
     instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey
 ) -> None:
     register(client, key)
-    _instance_id, row = running_instance(client)
-    pid = int(ssh_run(row["ssh_port"], key, "sleep 300 >/dev/null 2>&1 & echo $!").stdout)
+    instance_id, row = running_instance(client)
+    ssh_run(row["ssh_port"], key, "sleep infinity >/dev/null 2>&1 &")
+    pids = inside(instant.control.instance(instance_id))
     instant.control.reset()
-    assert wait_until(lambda: pid_gone(pid), timeout=2.0)
+    assert pids and all_gone(pids)
 
 
 def test_pty_shell(instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey) -> None:
@@ -285,7 +296,8 @@ def test_pty_shell(instant: EmulatorThread, client: httpx.Client, key: asyncssh.
 
     async def go() -> str:
         async with await connect(row["ssh_port"], key) as conn:
-            result = await conn.run("tty >/dev/null && echo tty-ok", term_type="xterm", check=False)
+            result = await conn.run("tty; echo $TERM", term_type="xterm", check=False)
             return str(result.stdout)
 
-    assert "tty-ok" in run(go())
+    name, term = run(go()).split()
+    assert name.startswith("/dev/pts/") and term == "xterm"  # the instance's own devpts

@@ -91,8 +91,9 @@ def test_ssh_sftp_exec_as_user(emulator: EmulatorThread, td: httpx.Client) -> No
                 "sudo -n true && echo ok"
             )
             assert boot.stdout == "booted\nA=1\nhilisted-form\n600\n250\nok\n"
-            log = await conn.run("cat var/log/cloud-init-output.log")
+            log = await conn.run("cat /var/log/cloud-init-output.log; pwd")
             assert "packages not installed" in log.stdout and "finished at" in log.stdout
+            assert log.stdout.endswith("/home/user\n")  # the login directory is HOME
             assert (await conn.run("exit 7")).exit_status == 7
 
     run(session())
@@ -125,11 +126,13 @@ def test_ssh_follows_the_life_cycle(emulator: EmulatorThread, td: httpx.Client) 
     assert detail(td, vm_id)["ipAddress"] == "" and refused(port)  # booting
     wait_for(td, vm_id, "running", ip=True)
     assert ssh(port, key, "echo up").stdout == "up\n"
-    started = ssh(port, key, "sleep 300 > /dev/null 2>&1 & echo $!")
-    pid = int(started.stdout)
+    ssh(port, key, "sleep infinity > /dev/null 2>&1 &")
+    view = emulator.control.tensordock_vm(vm_id)
+    pids = [*(p for p in view["processes"] if p != view["init_pid"]), view["init_pid"]]
+    assert len(pids) >= 2 and not any(gone(p) for p in pids)
     td.post(f"/instances/{vm_id}/stop")
     assert refused(port)  # closed before the stop answered ...
-    assert gone(pid)  # ... and its processes are gone
+    assert all(gone(p) for p in pids)  # ... and its processes are gone
     wait_for(td, vm_id, "stopped")
     td.post(f"/instances/{vm_id}/start")
     wait_for(td, vm_id, "running")
@@ -154,7 +157,7 @@ def test_drop_ssh(emulator: EmulatorThread, td: httpx.Client) -> None:
 
     async def go() -> None:
         async with await connect(port, key) as conn:
-            process = await conn.create_process("sleep 30")
+            process = await conn.create_process("sleep infinity")
             await asyncio.sleep(0.2)
             assert await asyncio.to_thread(emulator.control.tensordock_drop_ssh, vm_id) == 1
             await asyncio.wait_for(process.wait_closed(), 5)

@@ -95,7 +95,7 @@ def test_a_failing_command_keeps_its_log_and_still_releases(env: Any, capsys: An
 
 def test_timeout_stops_the_job_and_releases(env: Any, capsys: Any) -> None:
     started = time.monotonic()
-    code, _, err = cli(capsys, *RUN, "--timeout", "2s", "--cmd", "sleep 120")
+    code, _, err = cli(capsys, *RUN, "--timeout", "2s", "--cmd", "/bin/sleep 120")
     assert code == 124, err
     assert time.monotonic() - started < 60
     with store() as s:
@@ -153,7 +153,7 @@ def test_sync_every_brings_outputs_back_while_the_job_runs(
         "--sync-every",
         "1s",
         "--cmd",
-        "mkdir -p out; for i in 1 2 3 4 5 6 7 8; do echo step $i > out/ckpt_$i; sleep 1; done",
+        "mkdir -p out; for i in 1 2 3 4 5 6 7 8; do echo step $i > out/ckpt_$i; /bin/sleep 1; done",
         "--download",
         f"/workspace/out:{results}",
     )
@@ -184,7 +184,7 @@ def test_detach_then_attach_recovers_a_crashed_client(
         *RUN,
         "--detach",
         "--cmd",
-        "for i in $(seq 1 12); do echo line $i; sleep 0.5; done",
+        "for i in $(seq 1 12); do echo line $i; /bin/sleep 0.5; done",
     )
     assert code == 0
     job_id = out.split()[0]
@@ -235,7 +235,7 @@ def test_an_ssh_drop_mid_run_resumes_the_log_where_it_was(env: Any, capsys: Any)
     dropper.start()
     try:
         code, out, err = cli(
-            capsys, *RUN, "--cmd", "for i in $(seq 1 10); do echo tick $i; sleep 0.4; done"
+            capsys, *RUN, "--cmd", "for i in $(seq 1 10); do echo tick $i; /bin/sleep 0.4; done"
         )
     finally:
         done.set()
@@ -256,7 +256,7 @@ def test_ctrl_c_downloads_what_exists_and_releases(env: Any, tmp_path: Path) -> 
             "gpushop",
             *RUN,
             "--cmd",
-            "mkdir -p out; echo partial > out/first; sleep 300",
+            "mkdir -p out; echo partial > out/first; /bin/sleep 300",
             "--download",
             f"/workspace/out:{results}",
         ],

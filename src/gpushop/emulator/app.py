@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -21,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gpushop.emulator import isolation
 from gpushop.emulator.api import HANDLERS, Call
 from gpushop.emulator.config import EmulatorConfig
 from gpushop.emulator.errors import ApiError
 from gpushop.emulator.faults import Fault, FaultBook, FaultError
 from gpushop.emulator.hostfaults import HOST_KINDS, HostFault
 from gpushop.emulator.hosts import HostRuntime
-from gpushop.emulator.mountns import tools as namespace_tools
 from gpushop.emulator.ratelimit import RateLimiter, limit_body, retry_after_value
 from gpushop.emulator.routes import Route, Router
 from gpushop.emulator.state import EmulatorState, identity_hash
@@ -36,6 +37,7 @@ from gpushop.emulator.tensordock.api import TensorDock
 log = logging.getLogger("gpushop.emulator")
 
 LOG_SIZE = 500
+_warned: list[bool] = []  # the no-sandbox line is said once per process
 AUTH_MISSING = {"success": False, "error": "auth_error", "msg": "This action requires login."}
 AUTH_INVALID = {"success": False, "error": "auth_error", "msg": "Invalid user key"}
 INSTANCE_KEY_ROUTES = frozenset({"show_instance", "manage_instance"})
@@ -71,6 +73,7 @@ class Emulator:
     """ASGI app holding the emulator state; `reset()` puts it back to the seeded start."""
 
     def __init__(self, config: EmulatorConfig) -> None:
+        config = self._sandboxed(config)
         self.base_config = config
         self.state = EmulatorState(config)
         self.router = Router()
@@ -82,8 +85,21 @@ class Emulator:
         self.runtime = HostRuntime()
         # TensorDock v2 under /tensordock/api/v2, on the same simulated clock
         self.tensordock = TensorDock(config, lambda: self.state.now())
-        if config.ssh:
-            namespace_tools()  # probe now: its one warning belongs to the start-up
+
+    @staticmethod
+    def _sandboxed(config: EmulatorConfig) -> EmulatorConfig:
+        """SSH endpoints only where every instance can have its own sandbox: never half
+        isolated (one line says why, once per process)."""
+        if config.ssh and isolation.probe() is None:
+            if not _warned:
+                _warned.append(True)
+                log.warning(
+                    "emulator: no sandboxes for instances here (%s): serving without SSH "
+                    "endpoints (ssh=False)",
+                    isolation.reason(),
+                )
+            return dataclasses.replace(config, ssh=False)
+        return config
 
     @property
     def config(self) -> EmulatorConfig:
@@ -105,7 +121,7 @@ class Emulator:
     def reset(self, overrides: dict[str, Any] | None = None) -> None:
         """Fresh state from the start-up config plus `overrides` (not cumulative)."""
         self.release_holds()
-        config = self.base_config.with_overrides(overrides or {})
+        config = self._sandboxed(self.base_config.with_overrides(overrides or {}))
         self.runtime.close_all()  # every instance process and SSH server of the old state
         self.state.close()
         self.state = EmulatorState(config, market=self.state.market)

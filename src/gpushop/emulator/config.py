@@ -23,6 +23,7 @@ RESETTABLE_FIELDS = frozenset(
         "loading_delay_s",
         "boot_delay_s",
         "ssh",
+        "max_pids",
         "retry_after",
         "legacy_list_deprecated",
         "credit",
@@ -59,6 +60,7 @@ class EmulatorConfig:
     loading_delay_s: float | None = None
     boot_delay_s: float = 20.0  # container start after the pull (all of loading when cached)
     ssh: bool = True  # a real SSH endpoint per running instance (off: ports are only numbers)
+    max_pids: int = 1024  # processes an instance's sandbox may hold at once (a fork bomb's end)
     retry_after: bool = False  # send Retry-After on 429 (the real API documents none)
     legacy_list_deprecated: bool = False  # GET /api/v0/instances/ answers 410, as on new accounts
     credit: float = (
@@ -98,6 +100,10 @@ class EmulatorConfig:
             raise ValueError("api_key must be a non-empty string without whitespace")
         if not isinstance(self.ssh, bool):
             raise ValueError(f"ssh must be true or false, got {self.ssh!r}")
+        if isinstance(self.max_pids, bool) or not isinstance(self.max_pids, int):
+            raise ValueError(f"max_pids must be an integer, got {self.max_pids!r}")
+        if not 16 <= self.max_pids <= 1_000_000:
+            raise ValueError(f"max_pids must be between 16 and 1000000, got {self.max_pids}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         token = self.tensordock_token

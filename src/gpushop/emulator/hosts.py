@@ -1,27 +1,27 @@
 """The emulated hosts: makes each instance's SSH endpoint and processes follow its status.
 
 `reconcile()` runs on the server's event loop after every API call and from a small background
-tick: an instance whose status is `running` gets its sandbox, nvidia-smi and SSH server (and its
-`onstart`, once); any other status (stopped, outbid, offline, out of credit) kills its processes
-and closes its server; a destroyed instance also loses its sandbox. Killing is synchronous, so
-when DELETE /instances/{id}/ answers, the instance's processes are already gone. Trainer faults
-(control API) are files in `<sandbox>/.emulator/` the simulated ai-toolkit reads; the tick
-watches the marker it leaves for an `ssh_drop`.
+tick: an instance whose status is `running` gets its sandbox (sandbox.py: its own PID 1 and
+namespaces), nvidia-smi and SSH server (and its `onstart`, once); any other status (stopped,
+outbid, offline, out of credit) ends its PID 1, hence all its processes, and closes its server;
+a destroyed instance also loses its sandbox. Killing is synchronous, so when DELETE
+/instances/{id}/ answers, the instance's processes are already gone. A PID 1 that ends by itself
+makes the instance `exited`. Trainer faults (control API) are files in the control folder the
+simulated ai-toolkit reads; the tick watches the marker it leaves for an `ssh_drop`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from gpushop.emulator import mountns, nvidia_smi
-from gpushop.emulator.sandbox import Sandbox
+from gpushop.emulator import isolation, nvidia_smi
+from gpushop.emulator.sandbox import CONTROL, Sandbox, SandboxError, write_script
 from gpushop.emulator.sandbox_runtime import (
     SandboxRuntime,
     control_error,
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from gpushop.emulator.state import EmulatorState, Instance
 
 log = logging.getLogger("gpushop.emulator")
+
+ONSTART = "onstart.sh"  # in the control folder
+ONSTART_LOG = "/var/log/onstart.log"  # inside
 
 
 @dataclass
@@ -90,18 +93,26 @@ class HostRuntime(SandboxRuntime[int, Host]):
             if inst is None:
                 self._teardown(host, state, remove=True)
                 del self.hosts[instance_id]
-            elif (host.endpoint.serving or host.sandbox.pgids) and not self._still_runs(inst, now):
+            elif not (host.endpoint.serving or host.sandbox.running):
+                continue
+            elif not self._still_runs(inst, now):
+                self._teardown(host, state, remove=False)
+            elif host.sandbox.exited:  # its PID 1 ended by itself: the container exited
+                state.container_exited(inst, now)
                 self._teardown(host, state, remove=False)
 
     @staticmethod
     def _still_runs(inst: Instance, now: float) -> bool:
-        # A running instance stops running only by a stop (intended) or by going offline;
-        # checking those first keeps this O(1) for the many that stay up.
-        return inst.intended == "running" and (inst.offline_at is None or now < inst.offline_at)
+        # A running instance stops running only by a stop (intended), by going offline or by
+        # its container exiting; checking those first keeps this O(1) for the many that stay up.
+        return (
+            inst.intended == "running"
+            and inst.exited_at is None
+            and (inst.offline_at is None or now < inst.offline_at)
+        )
 
     def _teardown(self, host: Host, state: EmulatorState, *, remove: bool) -> None:
         host.sandbox.kill_all()
-        host.sandbox.release()
         was_serving = host.endpoint.serving
         host.endpoint.close()
         for task in host.tasks:
@@ -118,7 +129,11 @@ class HostRuntime(SandboxRuntime[int, Host]):
         return nvidia_smi.facts_from_offer(offer, inst.lie)
 
     def _make_host(self, state: EmulatorState, inst: Instance) -> Host:
-        sandbox = Sandbox(self.root, inst.id, mountns.tools())
+        iso = isolation.probe()
+        assert iso is not None  # ssh=True only where sandboxes can be had (app.py)
+        sandbox = Sandbox(
+            self.sandbox_path(inst.id), iso, max_pids=state.config.max_pids, hide=[str(self.root)]
+        )
         host_key = new_host_key()
 
         def authorized() -> list[str]:
@@ -138,10 +153,16 @@ class HostRuntime(SandboxRuntime[int, Host]):
         return host
 
     async def _start(self, state: EmulatorState, inst: Instance, host: Host) -> None:
-        host.sandbox.create(self.facts(state, inst), inst.image)
+        host.sandbox.prepare(self.facts(state, inst), inst.image)
         host.facts_version = inst.facts_version
+        try:
+            await host.sandbox.start()
+        except SandboxError as exc:
+            log.warning("emulator: instance %d has no sandbox: %s", inst.id, exc)
+            return
         sock = state.ports.take(host.port)
         if sock is None:
+            host.sandbox.kill_all()
             return
         try:
             await host.endpoint.start(sock)
@@ -156,22 +177,22 @@ class HostRuntime(SandboxRuntime[int, Host]):
             task.add_done_callback(host.tasks.discard)
 
     async def _onstart(self, host: Host, script: str, state: EmulatorState, inst: Instance) -> None:
-        """Run `onstart` once, detached, output to <sandbox>/onstart.log."""
-        log_path = host.sandbox.path / "onstart.log"
+        """Run `onstart` once, detached, inside; its output goes to /var/log/onstart.log there
+        (opened inside: the emulator never writes where the instance can plant a symlink)."""
+        write_script(host.sandbox.control / ONSTART, script)
         env = host.sandbox.environment(state.instance_environment(inst))
-        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             proc = await host.sandbox.spawn(
-                ["/bin/sh", "-c", script],
+                ["/bin/sh", "-c", f"exec /bin/sh {CONTROL}/{ONSTART} >>{ONSTART_LOG} 2>&1"],
                 env,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
             )
-        finally:
-            os.close(out)  # the child holds its own copy
+        except OSError as exc:
+            log.warning("emulator: onstart of instance %d did not start: %s", inst.id, exc)
+            return
         await proc.wait()
-        host.sandbox.forget(proc.pid)
 
     def _checked_id(self, state: EmulatorState, raw: Any) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):
@@ -189,6 +210,7 @@ class HostRuntime(SandboxRuntime[int, Host]):
             "sandbox": str(self.sandbox_path(instance_id)),
             "ssh_listening": bool(host and host.endpoint.serving),
             "ssh_host_key": host.host_key.export_public_key().decode().strip() if host else None,
-            "process_groups": sorted(host.sandbox.pgids) if host else [],
+            "init_pid": host.sandbox.init_pid if host else None,
+            "processes": host.sandbox.processes() if host else [],
             "onstart_started": bool(host and host.onstart_started),
         }

@@ -10,21 +10,25 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from gpushop.emulator.errors import ApiError
-from gpushop.emulator.sandbox import CONTROL_DIR, Sandbox
+from gpushop.emulator.sandbox import Sandbox
 from gpushop.emulator.sshd import SshEndpoint
 
 log = logging.getLogger("gpushop.emulator")
 
 TICK_S = 0.05  # how late at most a status change reaches the SSH side when nobody calls the API
 TRAINER_FAILS = ("oom", "crash", "ssh_drop")
-# Files in <sandbox>/.emulator/ shared with the simulated ai-toolkit (aitoolkit/faults.py).
+# Files shared with the simulated ai-toolkit (aitoolkit/faults.py): the fault in the control
+# folder (read-only inside), the marker it leaves in the control folder's state/.
 TRAINER_FAULT_FILE = "trainer_fault.json"
+TRAINER_FIRED_FILE = "trainer_fault.fired"
 SSH_DROP_MARKER = "ssh_drop"
 
 
@@ -63,6 +67,10 @@ class SandboxRuntime(Generic[K, H]):
 
     def sandbox_path(self, key: K) -> Path:
         raise NotImplementedError
+
+    def control_path(self, key: K) -> Path:
+        path = self.sandbox_path(key)
+        return path.with_name(path.name + ".emulator")
 
     def _lock(self) -> asyncio.Lock:
         if self._lock_obj is None:
@@ -105,11 +113,11 @@ class SandboxRuntime(Generic[K, H]):
             raise control_error(400, f"fail must be one of {', '.join(TRAINER_FAILS)}")
         if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
             raise control_error(400, "at_step must be an integer >= 0")
-        control = self.sandbox_path(key) / CONTROL_DIR
-        control.mkdir(parents=True, exist_ok=True)
+        control = self.control_path(key)
+        (control / "state").mkdir(parents=True, exist_ok=True)
         fault = {"fail": fail, "at_step": at_step}
         tmp = control / (TRAINER_FAULT_FILE + ".tmp")
-        tmp.write_text(json.dumps(fault))
+        tmp.write_text(json.dumps({**fault, "id": secrets.token_hex(8)}))
         tmp.replace(control / TRAINER_FAULT_FILE)  # the trainer never reads half a file
         if fail == "ssh_drop":
             self.drop_watch.add(key)
@@ -126,6 +134,8 @@ class SandboxRuntime(Generic[K, H]):
         for host in self.hosts.values():
             with contextlib.suppress(OSError):
                 (host.sandbox.control / TRAINER_FAULT_FILE).unlink()
+            with contextlib.suppress(OSError):
+                (host.sandbox.state / TRAINER_FIRED_FILE).unlink()  # unlink: no symlink followed
         self.drop_watch.clear()
 
     def _watch_drops(self) -> None:
@@ -135,8 +145,8 @@ class SandboxRuntime(Generic[K, H]):
             host = self.hosts.get(key)
             if host is None or host.ssh is None:
                 continue
-            marker = host.sandbox.control / SSH_DROP_MARKER
-            if marker.exists():
+            marker = host.sandbox.state / SSH_DROP_MARKER
+            if os.path.lexists(marker):
                 marker.unlink(missing_ok=True)
                 self.drop_watch.discard(key)
                 dropped = host.ssh.drop_connections()

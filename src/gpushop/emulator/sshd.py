@@ -4,9 +4,13 @@
 - Auth: public keys only, checked at each attempt against the instance's keys as they are NOW
   (account keys copied at create / POST /ssh/, keys attached with POST /instances/{id}/ssh/), so
   attach and detach take effect at once. Any username is accepted; use `root`, as on Vast.ai.
-- Sessions: exec and shell run `/bin/sh -c CMD` (or `/bin/sh -i`) AS THE CURRENT USER in the
-  instance sandbox, stdin/stdout/stderr streamed, exit status (or signal) returned; a pty when
-  the client asks for one. SFTP (and scp) chrooted to the sandbox.
+- Sessions: exec and shell run `/bin/sh -c CMD` (or `/bin/sh -i`) INSIDE the instance's sandbox
+  (sandbox.py: its namespaces, no capabilities, the current user's uid), stdin/stdout/stderr
+  streamed, exit status (or signal) returned; a pty when the client asks for one. The `sftp`
+  subsystem is OpenSSH's `sftp-server` run inside the same way (or, where it is not installed,
+  asyncssh's SFTP server in a process inside: sftp_stdio.py); scp is the client's business
+  (SFTP mode, or `scp -t/-f` run as a command). So a path means the same file to all of them,
+  and the kernel keeps every one of them, symlinks included, in the instance.
 """
 
 from __future__ import annotations
@@ -14,22 +18,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import inspect
 import logging
 import os
 import signal
 import struct
+import sys
 import termios
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncssh
+from asyncssh.constants import EXTENDED_DATA_STDERR
+from asyncssh.stream import SSHReader, SSHWriter
 
 from gpushop.emulator.sandbox import Sandbox
 
 log = logging.getLogger("gpushop.emulator")
 
 CHUNK = 65536
+SFTP_STDIO = Path(__file__).with_name("sftp_stdio.py")
 ACCEPTED_CLIENT_ENV = ("LANG", "LC_")  # as OpenSSH's default AcceptEnv
+
+
+class _Process(asyncssh.SSHServerProcess[bytes]):
+    """A session whose `sftp` subsystem is a program inside the sandbox, like any command:
+    asyncssh would serve SFTP itself (on the host's files), so the routing is ours."""
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True  # unknown ones are refused by `_session`, with a message
+
+    def session_started(self) -> None:
+        chan = self._chan
+        stdin = SSHReader[bytes](self, chan)
+        stdout = SSHWriter[bytes](self, chan)
+        stderr = SSHWriter[bytes](self, chan, EXTENDED_DATA_STDERR)
+        factory = self._session_factory  # SSHServerProcess's own: it calls our _session
+        assert factory is not None
+        handler = factory(stdin, stdout, stderr)
+        if inspect.isawaitable(handler):
+            assert self._conn is not None
+            self._conn.create_task(handler, stdin.logger)
 
 
 class _Server(asyncssh.SSHServer):
@@ -47,6 +77,9 @@ class _Server(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         return True  # authentication is always required
+
+    def session_requested(self) -> _Process:
+        return _Process(self._endpoint._session, None, 0, False)
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -68,15 +101,6 @@ class _Server(asyncssh.SSHServer):
             except (asyncssh.KeyImportError, ValueError):
                 continue
         return False
-
-
-class _SandboxSftp(asyncssh.SFTPServer):
-    def exit(self) -> None:
-        super().exit()
-        # OpenSSH's sftp-server ends its session with exit-status 0, and scp (SFTP mode)
-        # reports a failure without one
-        with contextlib.suppress(Exception):
-            self.channel.exit(0)
 
 
 class SshEndpoint:
@@ -104,15 +128,11 @@ class SshEndpoint:
         return self._acceptor is not None
 
     async def start(self, sock: Any) -> None:
-        sandbox_root = str(self.sandbox.path).encode()
         self._acceptor = await asyncssh.listen(
             sock=sock,
             server_factory=lambda: _Server(self),
             server_host_keys=[self.host_key],
-            process_factory=self._session,
-            sftp_factory=lambda chan: _SandboxSftp(chan, chroot=sandbox_root),
-            allow_scp=True,
-            encoding=None,
+            encoding=None,  # sessions come from _Server.session_requested (subsystems too)
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=True,
@@ -134,9 +154,22 @@ class SshEndpoint:
         return len(dropped)
 
     # -- sessions ----------------------------------------------------------------------------
+    def sftp_argv(self) -> list[str]:
+        server = self.sandbox.isolation.sftp_server
+        return [server] if server else [sys.executable, "-I", str(SFTP_STDIO)]
+
     async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         command = process.command
-        argv = ["/bin/sh", "-c", command] if command is not None else ["/bin/sh", "-i"]
+        if process.subsystem is not None:
+            if process.subsystem != "sftp":
+                process.stderr.write(f"subsystem {process.subsystem} not served\n".encode())
+                process.exit(1)
+                return
+            argv = self.sftp_argv()
+        elif command is not None:
+            argv = ["/bin/sh", "-c", command]
+        else:
+            argv = ["/bin/sh", "-i"]
         env = self.environment()
         for name, value in (process.env or {}).items():
             key = name.decode() if isinstance(name, bytes) else str(name)
@@ -146,7 +179,7 @@ class SshEndpoint:
         env["SSH_CLIENT"] = f"{peer[0]} {peer[1]} 22"
         term = process.term_type
         try:
-            if term:
+            if term and process.subsystem is None:
                 env["TERM"] = term
                 status = await self._run_pty(process, argv, env)
             else:
@@ -171,12 +204,11 @@ class SshEndpoint:
             return await proc.wait()
         finally:
             feed.cancel()
-            self.sandbox.forget(proc.pid)
 
     async def _run_pty(
         self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], env: dict[str, str]
     ) -> int:
-        master, slave = os.openpty()
+        master, slave = self.sandbox.open_pty()
         cols, rows, _, _ = process.term_size
         with contextlib.suppress(OSError):
             fcntl.ioctl(
@@ -215,7 +247,6 @@ class SshEndpoint:
             feeder.cancel()
             loop.remove_reader(master)
             os.close(master)
-            self.sandbox.forget(proc.pid)
 
 
 async def _feed(source: asyncssh.SSHReader[bytes], sink: asyncio.StreamWriter) -> None:

@@ -38,6 +38,7 @@ STUCK_LAYERS = 6  # a stuck pull stops at "6 of 9 layers complete"
 OUTBID_MSG = "Instance stopped: outbid by a higher priority rental"
 NO_CREDIT_MSG = "Instance stopped: account credit exhausted"
 BUSY_MSG = "Instance created stopped: required resources are currently unavailable"
+EXITED_MSG = "Error: container exited: its main process (PID 1) ended"
 
 # Instance fields copied from the offer it was made from (the rest are instance-only).
 OFFER_FIELDS_IN_INSTANCE = (
@@ -151,6 +152,7 @@ class Instance:
     busy: bool = False  # created stopped by a create_stopped fault: start is refused
     destroy_ignores: int = 0
     lie: dict[str, Any] | None = None
+    exited_at: float | None = None  # its container's PID 1 ended by itself (still billed)
     facts_version: int = 0  # bumped when what nvidia-smi reports changes
     # Vast injects a key limited to this instance as CONTAINER_API_KEY (docs: hello-world);
     # it may manage this instance only, so an on-instance watchdog can stop itself
@@ -601,7 +603,7 @@ class EmulatorState:
             now = self.now()
             if state == "stopped" and inst.intended != "stopped":
                 self._stop(inst, now, "exited: stopped by user")
-            elif state == "running" and inst.intended != "running":
+            elif state == "running" and (inst.intended != "running" or inst.exited_at is not None):
                 if self.credit(now) <= 0:
                     raise ApiError(400, dict(MISSING_BILLING))
                 low_bid = (
@@ -613,6 +615,9 @@ class EmulatorState:
                         "error": "resources_unavailable",
                         "msg": "Required resources are currently unavailable, state change queued.",
                     }
+                if inst.exited_at is not None:  # a restart: the exited run was billed
+                    self.settle(inst, now)
+                    inst.exited_at = None
                 inst.intended = "running"
                 inst.run_requested_at = now
                 inst.first_boot = False
@@ -625,6 +630,13 @@ class EmulatorState:
         self.settle(inst, at)
         inst.intended = "stopped"
         inst.stop_msg = msg
+        inst.exited_at = None
+
+    def container_exited(self, inst: Instance, at: float) -> None:
+        """Its PID 1 ended by itself: `exited` until a start or stop; the machine stays
+        reserved, so the GPU is still billed (as on Vast, where only a stop ends that)."""
+        if inst.exited_at is None:
+            inst.exited_at = at
 
     def destroy(self, instance_id: int) -> None:
         inst = self.instance_or_404(instance_id)
@@ -688,6 +700,8 @@ class EmulatorState:
     def _status(self, inst: Instance, now: float) -> tuple[str | None, str | None, float | None]:
         if inst.intended == "stopped":
             return "exited", inst.stop_msg, None
+        if inst.exited_at is not None and now >= inst.exited_at:
+            return "exited", EXITED_MSG, None
         provision, pull, boot = self.phases(inst)
         elapsed = now - inst.run_requested_at
         if elapsed < provision:

@@ -65,7 +65,7 @@ class Run:
         self.out = out
         self.env = env
         self.clock = Clock(_positive(env.get("EMULATOR_SPEED"), 1.0))
-        self.faults = Faults(env.get("EMULATOR_SANDBOX"))
+        self.faults = Faults()
         self.root = job.save_root
         self.tensors: dict[str, safetensors.Tensor] = {}
         self.sampling = not job.disable_sampling

@@ -17,9 +17,13 @@ with docker there. This command does what such a recipe needs, in the VM's sandb
   C`, `docker --version`.
 
 As with the real docker, a container outlives the `docker` command that started it (kill it with
-`docker stop`/`docker kill`, or stop the VM). Without mount namespaces on the emulator's machine,
-containers run in the VM's namespace: the image's /app files go to the VM's /app and volumes must
-name the same path on both sides.
+`docker stop`/`docker kill`, or stop the VM). A container gets its own mount namespace from the
+VM's init (sandbox_init.py), as dockerd would make it: the VM's processes have no capability to
+make one. Where there is no init socket, containers run in the VM's namespace: the image's /app
+files go to the VM's /app and volumes must name the same path on both sides.
+
+Paths (inside the VM): the emulator's config and the images' files at `/.emulator/docker/`
+(read-only), docker's own state (images, containers, volumes) under `/.emulator/state/docker/`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,18 +112,18 @@ class DockerError(Exception):
         self.code = code
 
 
-# -- the VM's docker state (under $EMULATOR_SANDBOX/.emulator/docker/) ------------------------
-def sandbox() -> Path:
-    return Path(os.environ.get("EMULATOR_SANDBOX", os.getcwd()))
+# -- the VM's docker state (under /.emulator/state/docker/) -----------------------------------
+CONTROL_BIN = Path("/.emulator/bin")  # the VM's python, nvidia-smi...
 
 
 def home() -> Path:
-    return sandbox() / ".emulator" / "docker"
+    return Path(os.environ.get("EMULATOR_DOCKER_HOME", "/.emulator/state/docker"))
 
 
 def config() -> dict[str, Any]:
+    path = Path(os.environ.get("EMULATOR_DOCKER_CONFIG", "/.emulator/docker/config.json"))
     try:
-        data: dict[str, Any] = json.loads((home() / "config.json").read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
     return data
@@ -221,7 +226,13 @@ def pull(image: str, out: Any) -> None:
         for layer in layers:
             time.sleep(total / LAYERS)
             print(f"{layer}: Pull complete", file=out, flush=True)
+        app = None
+        if facts.get("layer"):  # the image's files, into docker's storage
+            app = home() / "images" / _digest("image:" + name)[:16] / "app"
+            shutil.rmtree(app, ignore_errors=True)
+            shutil.copytree(facts["layer"], app, symlinks=True)
         known[name] = {
+            "app": str(app) if app else None,
             "id": "sha256:" + _digest("image:" + name),
             "gb": round(facts["gb"], 2),
             "pulled": time.time(),
@@ -285,13 +296,11 @@ def parse_run(args: list[str]) -> tuple[dict[str, Any], str, list[str]]:
 
 
 def _environment(opts: dict[str, Any], facts: dict[str, Any], gpus: bool) -> dict[str, str]:
-    root = sandbox()
     bin_dir = home() / ("bin-gpu" if gpus else "bin-cpu")
     env = {
         "PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/root",  # the container's own directory, in fact (exec_container)
         "LANG": "C.UTF-8",
-        "EMULATOR_SANDBOX": str(root),  # the VM's: stopping it ends its containers too
     }
     for name in ("EMULATOR_SPEED", "EMULATOR_INET_DOWN", "TMPDIR"):
         if name in os.environ:
@@ -354,7 +363,7 @@ def _volumes(opts: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 def _gpu_facts() -> dict[str, Any] | None:
     """What the VM's nvidia-smi reports (None: a CPU-only VM)."""
-    path = sandbox() / "bin" / "nvidia-smi"
+    path = CONTROL_BIN / "nvidia-smi"
     try:
         for line in path.read_text().splitlines():
             if line.startswith("FACTS = "):
@@ -373,22 +382,9 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def _namespaces_work() -> bool:
-    """Whether a container can get its own mount namespace here (probed once per VM)."""
-    cfg = config()
-    if not cfg.get("namespaces"):
-        return False
-    probe = home() / "namespaces.json"
-    try:
-        return bool(json.loads(probe.read_text()))
-    except (OSError, ValueError):
-        pass
-    argv = [cfg.get("unshare") or "unshare", "--mount", "--propagation", "private", "--", "true"]
-    try:
-        works = subprocess.run(argv, capture_output=True, timeout=10, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        works = False
-    probe.write_text(json.dumps(works))
-    return works
+    """Whether containers get their own mount namespace here: the VM's init makes them."""
+    socket_path = config().get("containers")
+    return bool(socket_path) and os.path.exists(str(socket_path))
 
 
 def _container_bins() -> None:
@@ -397,13 +393,13 @@ def _container_bins() -> None:
         path = home() / name
         path.mkdir(parents=True, exist_ok=True)
         for tool in ("python", "python3"):
-            src = sandbox() / "bin" / tool
+            src = CONTROL_BIN / tool
             if src.exists() and not (path / tool).exists():
                 shutil.copyfile(src, path / tool)
                 (path / tool).chmod(0o755)
         smi = path / "nvidia-smi"
         if with_gpu and not smi.exists():
-            smi.symlink_to(sandbox() / "bin" / "nvidia-smi")
+            smi.symlink_to(CONTROL_BIN / "nvidia-smi")
 
 
 def run(args: list[str]) -> int:
@@ -459,13 +455,12 @@ def run(args: list[str]) -> int:
         "argv": argv,
         "env": _environment(opts, facts, gpus),
         "workdir": opts.get("--workdir") or facts["workdir"],
-        "app": facts.get("app"),
+        "app": Images().load().get(name, {}).get("app"),
         "root": str(cdir / "root"),
         "volumes": _volumes(opts),
         "rm": "--rm" in flags,
         "detach": "-d" in flags or "--detach" in flags,
         "namespaces": _namespaces_work(),
-        "unshare": config().get("unshare") or "unshare",
     }
     (cdir / "plan.json").write_text(json.dumps(plan))
     _write_meta(cdir, {"state": "created", "created": time.time(), **_meta_of(plan)})
@@ -512,20 +507,29 @@ def _read_meta(cdir: Path) -> dict[str, Any]:
 
 
 def supervise(cdir: Path) -> int:
-    """Run the container (in a new mount namespace when possible) and record how it ended."""
+    """Run the container and record how it ended. The VM's init starts it (as dockerd would) in
+    a new mount namespace, since making one takes capabilities the VM's processes lack; where
+    there is no init socket, it runs in the VM's namespace."""
     plan = json.loads((cdir / "plan.json").read_text())
-    me = [sys.executable, os.path.abspath(__file__), "__exec", str(cdir / "plan.json")]
-    argv = me
-    if plan["namespaces"]:
-        argv = [plan["unshare"], "--mount", "--propagation", "private", "--", *me]
-    signal.signal(signal.SIGTERM, lambda *_: None)  # outlive `docker stop` to record the exit
-    signal.signal(signal.SIGINT, lambda *_: None)
-    child = subprocess.Popen(argv)
+    container: list[int] = []
+
+    def forward(sig: int, _frame: Any) -> None:  # a foreground `docker run` got a signal
+        if container:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(container[0], sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
     meta = _read_meta(cdir)
-    meta.update({"state": "running", "pid": child.pid, "pgid": os.getpgid(0)})
-    meta["started"] = time.time()
-    _write_meta(cdir, meta)
-    code = child.wait()
+    socket_path = config().get("containers")
+    if plan["namespaces"] and socket_path:
+        code = _run_by_init(str(socket_path), cdir, meta, container)
+    else:
+        me = [sys.executable, os.path.abspath(__file__), "__exec", str(cdir / "plan.json")]
+        child = subprocess.Popen(me, start_new_session=True)
+        container.append(child.pid)
+        _started(cdir, meta, child.pid)
+        code = child.wait()
     if code < 0:
         code = 128 - code
     meta.update({"state": "exited", "exit_code": code, "finished": time.time()})
@@ -533,6 +537,39 @@ def supervise(cdir: Path) -> int:
     if plan["rm"]:
         shutil.rmtree(cdir, ignore_errors=True)
     return code
+
+
+def _started(cdir: Path, meta: dict[str, Any], pid: int) -> None:
+    meta.update({"state": "running", "pid": pid, "pgid": pid, "started": time.time()})
+    _write_meta(cdir, meta)
+
+
+def _run_by_init(path: str, cdir: Path, meta: dict[str, Any], container: list[int]) -> int:
+    """Ask the VM's init for the container (our stdin, stdout and stderr are its); its exit
+    code comes back on the same connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        try:
+            conn.connect(path)
+            request = json.dumps({"plan": str(cdir / "plan.json")}).encode()
+            socket.send_fds(conn, [request], [0, 1, 2])
+            stream = conn.makefile("r")
+            first = stream.readline().split()
+        except OSError as exc:
+            print(f"docker: Error response from daemon: emulator: {exc}", file=sys.stderr)
+            return 125
+        if len(first) != 2 or first[0] != "pid":
+            why = " ".join(first[1:]) or "no answer"
+            print(f"docker: Error response from daemon: emulator: {why}", file=sys.stderr)
+            return 125
+        container.append(int(first[1]))
+        _started(cdir, meta, int(first[1]))
+        while True:
+            try:
+                last = stream.readline().split()
+                break
+            except InterruptedError:
+                continue
+    return int(last[1]) if len(last) == 2 and last[0] == "exit" else 137
 
 
 def _mount(source_fd: int, dst: str, ro: bool) -> None:
@@ -582,7 +619,7 @@ def exec_container(plan_path: Path) -> int:
             for src, _, _ in binds + volumes:  # sources first: later binds may hide them
                 if not os.path.exists(src):
                     if not any(src == r or src.startswith(r + "/") for r in allowed) and not (
-                        src.startswith(str(sandbox()))
+                        src.startswith(str(home()))
                     ):
                         raise DockerError(
                             f"Error response from daemon: emulator: the host path {src} does not "
@@ -596,7 +633,7 @@ def exec_container(plan_path: Path) -> int:
         else:
             if plan.get("app"):  # no namespace: the image's files land in the VM's /app
                 for item in Path(plan["app"]).iterdir():
-                    target = sandbox() / "app" / item.name
+                    target = Path("/app") / item.name
                     if not target.exists():
                         shutil.copytree(item, target)
             for src, dst, _ in volumes:
@@ -638,7 +675,10 @@ def exec_container(plan_path: Path) -> int:
             file=sys.stderr,
         )
         return 127
-    os.execve(program, argv, env)
+    # the container gets no capability (the mounts above needed the VM's init's)
+    setpriv = str(config().get("setpriv") or "setpriv")
+    drop = [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--"]
+    os.execve(setpriv, [*drop, program, *argv[1:]], env)
 
 
 # -- the other commands --------------------------------------------------------------------------

@@ -19,9 +19,13 @@ _registry: set[int] = set()  # external ports assigned by any TensorDock emulato
 _registry_lock = threading.Lock()
 
 
-def _bind(port: int) -> socket.socket:
+def _bind(port: int, *, shared: bool = False) -> socket.socket:
+    """Bound, not listening. Exclusive unless `shared`: two sockets that both set SO_REUSEADDR
+    may bind one port while neither listens, so another emulator process (a parallel test
+    worker) could take a port we hold."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((SSH_HOST, port))
     except OSError:
@@ -31,7 +35,7 @@ def _bind(port: int) -> socket.socket:
 
 
 def bindable(port: int) -> bool:
-    """Nobody listens on 127.0.0.1:port (a cheap bind-and-close probe)."""
+    """Nobody holds or listens on 127.0.0.1:port (a cheap exclusive bind-and-close probe)."""
     try:
         _bind(port).close()
     except OSError:
