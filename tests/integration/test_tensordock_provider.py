@@ -172,16 +172,13 @@ async def test_rent_ssh_list_stop_start_destroy(
     ) as conn:
         smi = await conn.run("nvidia-smi --query-gpu=name --format=csv,noheader", check=True)
         assert gpus.canonical(str(smi.stdout).strip()) == offer.gpu_name
-    for _ in range(500):
-        view = emulator.control.tensordock_vm(vm_id)
-        if view["cloud_init"] != "running":
-            break
-        await asyncio.sleep(0.02)
+        await conn.run("cloud-init status --wait", check=True)
+        written = await conn.run("cat /etc/gpushop/docker-image /etc/gpushop/env", check=True)
+        assert written.stdout == "pytorch/pytorch\nMODE=test\n"  # the VM's /etc, not the host's
+    view = emulator.control.tensordock_vm(vm_id)
     assert view["cloud_init"] == "done"
     sandbox = Path(view["sandbox"])
     assert (sandbox / "workspace" / "boot.txt").read_text() == "booted\n"
-    assert (sandbox / "etc" / "gpushop" / "docker-image").read_text() == "pytorch/pytorch\n"
-    assert (sandbox / "etc" / "gpushop" / "env").read_text() == "MODE=test\n"
 
     ours = await td.list_instances(label_prefix=DEPLOYMENT)
     assert [(i.instance_id, i.label) for i in ours] == [(vm_id, LABEL)]
