@@ -386,6 +386,47 @@ def start(rental_id: Annotated[str, typer.Argument(help="Rental id.")]) -> None:
     _set_state(rental_id, "running")
 
 
+def extend(
+    rental_id: Annotated[str, typer.Argument(help="Rental id.")],
+    max_duration: Annotated[
+        str, typer.Option("--max-duration", help="The new max duration, from the rental's start.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a live rental more time: the limit reconcile enforces and its watchdog's deadline."""
+    from gpushop.units import parse_duration
+
+    limit = parse_duration(max_duration)
+    cfg = settings()
+
+    async def go() -> Any:
+        from gpushop.fleet.extend import extend_rental
+        from gpushop.shop import Shop
+
+        async with Shop(cfg) as shop:
+            rental = shop.store.get(rental_id)
+            if rental is None:
+                raise UsageError(f"no rental {rental_id!r} (see `gpushop ps --all`)")
+            provider = shop.provider(rental.provider)
+            return await extend_rental(shop.store, provider, shop.keypair(), rental, limit)
+
+    done = run_async(go())
+    result = {
+        "rental_id": done.rental_id,
+        "max_duration_s": done.max_duration_s,
+        "watchdog_deadline": done.watchdog_deadline,
+    }
+    if as_json:
+        print_json(result)
+        return
+    until = (
+        datetime.fromtimestamp(done.watchdog_deadline, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if done.watchdog_deadline is not None
+        else "no watchdog on this provider"
+    )
+    print(f"{done.rental_id}: max duration {_dur(done.max_duration_s)}; watchdog: {until}")
+
+
 def ssh_cmd(
     rental_id: Annotated[str, typer.Argument(help="Rental id.")],
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
@@ -514,6 +555,7 @@ def register(app: typer.Typer) -> None:
     app.command()(ps)
     app.command()(down)
     app.command("ssh")(ssh_cmd)
+    app.command()(extend)
     app.command()(stop)
     app.command()(start)
     app.command("reconcile")(reconcile_cmd)

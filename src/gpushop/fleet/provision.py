@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -245,6 +246,11 @@ class Provisioner:
     ) -> Rental:
         bid = rental.bid_price
         rental = self.store.transition(rental.id, RentalState.CREATING, "create sent")
+        onstart, deadline = with_watchdog(provider, opts, rental)
+        if deadline is not None:  # so that `gpushop extend` can move it
+            rental = self.store.update(
+                rental.id, details={**rental.details, "watchdog_deadline": deadline}
+            )
         request = CreateRequest(
             offer_id=offer.offer_id,
             label=rental.label,
@@ -253,7 +259,7 @@ class Provisioner:
             template_hash=opts.template_hash,
             env=opts.env,
             ports=opts.ports,
-            onstart=with_watchdog(provider, opts),
+            onstart=onstart,
             bid_price=bid,
         )
         created_at = time.monotonic()
@@ -375,14 +381,22 @@ class HostLied(GpushopError):
     pass
 
 
-def with_watchdog(provider: Provider, opts: UpOptions) -> str | None:
+def with_watchdog(
+    provider: Provider, opts: UpOptions, rental: Rental
+) -> tuple[str | None, float | None]:
     """The instance's start script: the watchdog first (so a failing user script cannot skip
-    it), then the user's own."""
-    guard = None
+    it), then the user's own; and the watchdog's deadline (None: no watchdog): the rental's
+    max duration plus the grace, from the rental's creation."""
+    guard = deadline = None
     if opts.watchdog_grace_s is not None:
-        guard = provider.self_stop_script(opts.max_duration_s + opts.watchdog_grace_s)
+        deadline = math.ceil(
+            rental.created_at.timestamp() + opts.max_duration_s + opts.watchdog_grace_s
+        )
+        guard = provider.watchdog_script(deadline)
+        if guard is None:
+            deadline = None
     parts = [p for p in (guard, opts.onstart) if p]
-    return "\n".join(parts) or None
+    return "\n".join(parts) or None, deadline
 
 
 BID_MARGIN = 1.05  # just above the current minimum, so a small move does not outbid us at once

@@ -59,9 +59,13 @@ class Provider(Protocol):
         """Start ("running") or stop ("stopped"); False when the provider queued it."""
         ...
 
-    def self_stop_script(self, after_s: float) -> str | None:
-        """A shell line that, run on the instance at start, stops the instance after
-        ``after_s`` seconds with no key of ours on it (None: the provider has no way)."""
+    def watchdog_script(self, deadline: float) -> str | None:
+        """Lines of the instance's start script that stop the instance at ``deadline`` (UTC
+        epoch seconds) with no key of ours on it (None: the provider has no way)."""
+        ...
+
+    def move_deadline_command(self, deadline: float) -> str | None:
+        """A command that, run on the instance over SSH, moves its watchdog's deadline."""
         ...
 
     async def charges(self, start: float, end: float) -> list[dict[str, Any]]:

@@ -375,11 +375,15 @@ class TensorDockProvider:
             raise NotFound(f"TensorDock VM {instance_id} does not exist", provider=NAME)
         return inst
 
-    def self_stop_script(self, after_s: float) -> str | None:
+    def watchdog_script(self, deadline: float) -> str | None:
         """None: TensorDock puts no instance-scoped key on a VM, the account's token never goes
         there, and a guest that powers itself off is only "stopped", which bills the full rate.
         The max duration is enforced by ``gpushop reconcile`` (and ``up``) instead."""
-        del after_s
+        del deadline
+        return None
+
+    def move_deadline_command(self, deadline: float) -> str | None:
+        del deadline
         return None
 
     async def charges(self, start: float, end: float) -> list[dict[str, Any]]:

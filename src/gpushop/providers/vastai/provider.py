@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from gpushop.models import CreateRequest, Feature, Instance, Offer, OfferQuery, 
 from gpushop.providers.base import CreateResult
 from gpushop.providers.http import HttpClient, RetryPolicy
 from gpushop.providers.ratelimit import EndpointLimit
-from gpushop.providers.vastai import mapping, query
+from gpushop.providers.vastai import mapping, query, watchdog
 from gpushop.providers.vastai.errors import map_error
 
 # The reference's thresholds (seconds between calls per key) with a small burst; the client
@@ -241,17 +240,13 @@ class VastAIProvider:
         key = (data or {}).get("key")
         return key if isinstance(key, dict) else {}
 
-    def self_stop_script(self, after_s: float) -> str | None:
-        """Vast injects a key limited to the instance itself (``CONTAINER_API_KEY``): enough to
-        stop it, and nothing else of the account. If the call fails, stopping PID 1 ends the
-        container. Runs detached, in the background of the instance's start."""
-        url = f"{self.url}/api/v0/instances/${{CONTAINER_ID:-${{VAST_CONTAINERLABEL#C.}}}}/"
-        call = (
-            f'curl -fsS -m 30 -X PUT -H "Authorization: Bearer $CONTAINER_API_KEY"'
-            f' -H "Content-Type: application/json" -d \'{{"state": "stopped"}}\' "{url}"'
-        )
-        script = f"sleep {int(after_s)}; {call} || kill -TERM 1"
-        return f"nohup sh -c {shlex.quote(script)} >/dev/null 2>&1 &"
+    def watchdog_script(self, deadline: float) -> str | None:
+        """The on-instance watchdog (watchdog.py): Vast injects a key limited to the instance
+        itself (``CONTAINER_API_KEY``), enough to stop it and nothing else of the account."""
+        return watchdog.start_command(self.url, deadline)
+
+    def move_deadline_command(self, deadline: float) -> str | None:
+        return watchdog.move_deadline_command(deadline)
 
     async def ensure_ssh_key(self, public_key: str) -> None:
         """Account keys are installed on every new instance (and, per the docs, current ones)."""
