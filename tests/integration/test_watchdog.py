@@ -132,3 +132,12 @@ def test_a_moved_deadline_keeps_the_instance_running(env: Any, capsys: Any) -> N
     code, out, _ = cli(capsys, "reconcile", "--json")  # and reconcile agrees: not expired
     assert code == 0 and json.loads(out)["actions"] == []
     assert cli(capsys, "down", rental["rental_id"])[0] == 0
+
+
+def test_a_start_script_too_long_for_vast_is_refused_before_any_create(
+    env: Any, capsys: Any
+) -> None:
+    code, _, err = cli(capsys, "up", "--min-vram", "24", "--onstart", "echo x; " * 300)
+    assert code == 1 and "at most 4048" in err and "Traceback" not in err
+    assert env.control.state()["instances"] == []
+    assert env.control.request_count("PUT /api/v0/asks/{id}/") == 0

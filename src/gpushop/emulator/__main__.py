@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-ssh",
         action="store_true",
-        help="no SSH endpoints (instances' commands would run as the current user)",
+        help="no SSH endpoints and no sandboxes (for big fleets: ports are then only numbers)",
     )
     args = parser.parse_args(argv)
     try:

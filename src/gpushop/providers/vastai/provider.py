@@ -34,6 +34,7 @@ THRESHOLDS: dict[str, tuple[float, int]] = {
     "GET /users/current/": (1.0, 2),
 }
 MARGIN = 1.15
+MAX_ONSTART = 4048  # characters Vast.ai accepts in `onstart` (reference: OAPI quirks)
 LIMITS = {ep: EndpointLimit(t * MARGIN, burst) for ep, (t, burst) in THRESHOLDS.items()}
 DEFAULT_LIMIT = EndpointLimit(1.0 * MARGIN, 2)
 _FEATURES = frozenset(
@@ -160,6 +161,13 @@ class VastAIProvider:
 
     async def create_instance(self, request: CreateRequest) -> CreateResult:
         self._require_key()
+        if request.onstart is not None and len(request.onstart) > MAX_ONSTART:
+            raise BadRequest(
+                f"the instance's start script is {len(request.onstart)} characters (the "
+                f"watchdog's included); Vast.ai takes at most {MAX_ONSTART}: shorten --onstart "
+                "or put it in a file you upload",
+                provider=self.name,
+            )
         env: dict[str, str] = dict(request.env)
         for port in request.ports:
             env[f"-p {port}:{port}"] = "1"
