@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_client
 import bench_emulator
 import bench_rentals
+import bench_sandbox
 import bench_transfer
 
 
@@ -38,6 +39,7 @@ def main() -> int:
     print("== emulator search throughput, 20,000 offers")
     bench_emulator.main() if hasattr(bench_emulator, "main") else print(bench_emulator.run())
     bench_rentals.main()
+    bench_sandbox.main()
     bench_transfer.main([])
     return 0
 
