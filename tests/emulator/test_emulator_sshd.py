@@ -218,7 +218,7 @@ def test_destroy_kills_processes_and_removes_the_sandbox(
     ssh_run(port, key, "sleep infinity >/dev/null 2>&1 & setsid sleep infinity >/dev/null 2>&1 &")
     view = instant.control.instance(instance_id)
     pids = [*inside(view), view["init_pid"]]
-    assert len(pids) == 3 and not any(pid_gone(p) for p in pids)
+    assert len(pids) >= 3 and not any(pid_gone(p) for p in pids)
 
     assert client.delete(f"/api/v0/instances/{instance_id}/").json() == {"success": True}
     assert all_gone(pids)  # before the answer left

@@ -240,11 +240,11 @@ def test_a_fork_bomb_stays_inside(box: Box) -> None:
     box.control.reset(provision_delay_s=0.0, loading_delay_s=0.0, max_pids=64)
     register(box.client, box.key)
     instance_id, port = box.running()
-    bomb = "i=0; while [ $i -lt 200 ]; do sleep infinity >/dev/null 2>&1 & i=$((i+1)); done"
+    bomb = "i=0; while [ $i -lt 200 ]; do /bin/sleep 1d >/dev/null 2>&1 & i=$((i+1)); done"
     started = box.sh(port, bomb)
     assert started.exit_status != 0 and "fork" in started.stderr.lower()  # refused inside ...
     count = len(box.control.instance(instance_id)["processes"])
-    assert 40 < count <= 64  # ... at the limit
+    assert 32 < count <= 64  # ... at the limit
     assert subprocess.run(["true"]).returncode == 0  # ... and the host still forks
     box.client.delete(f"/api/v0/instances/{instance_id}/")
 

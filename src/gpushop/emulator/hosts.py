@@ -155,11 +155,12 @@ class HostRuntime(SandboxRuntime[int, Host]):
     async def _start(self, state: EmulatorState, inst: Instance, host: Host) -> None:
         host.sandbox.prepare(self.facts(state, inst), inst.image)
         host.facts_version = inst.facts_version
-        try:
-            await host.sandbox.start()
-        except SandboxError as exc:
-            log.warning("emulator: instance %d has no sandbox: %s", inst.id, exc)
-            return
+        if inst.onstart and not host.onstart_started:  # else PID 1 waits for a first session
+            try:
+                await host.sandbox.start()
+            except SandboxError as exc:
+                log.warning("emulator: instance %d has no sandbox: %s", inst.id, exc)
+                return
         sock = state.ports.take(host.port)
         if sock is None:
             host.sandbox.kill_all()
@@ -181,18 +182,8 @@ class HostRuntime(SandboxRuntime[int, Host]):
         (opened inside: the emulator never writes where the instance can plant a symlink)."""
         write_script(host.sandbox.control / ONSTART, script)
         env = host.sandbox.environment(state.instance_environment(inst))
-        try:
-            proc = await host.sandbox.spawn(
-                ["/bin/sh", "-c", f"exec /bin/sh {CONTROL}/{ONSTART} >>{ONSTART_LOG} 2>&1"],
-                env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-        except OSError as exc:
-            log.warning("emulator: onstart of instance %d did not start: %s", inst.id, exc)
-            return
-        await proc.wait()
+        argv = ["/bin/sh", "-c", f"exec /bin/sh {CONTROL}/{ONSTART} >>{ONSTART_LOG} 2>&1"]
+        await host.sandbox.run_quietly(argv, env, f"onstart of instance {inst.id}")
 
     def _checked_id(self, state: EmulatorState, raw: Any) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):

@@ -118,6 +118,7 @@ class Sandbox:
         self._cgroup: Path | None = None
         self._cgroup_procs: int | None = None
         self._killed = False
+        self._starting: asyncio.Lock | None = None
 
     @property
     def workspace(self) -> Path:
@@ -165,11 +166,15 @@ class Sandbox:
         return self._init is not None and not self._killed and self._init.poll() is not None
 
     async def start(self) -> None:
-        """Start PID 1 and hold its namespaces; raises SandboxError."""
-        if self.running:
-            return
-        stdout = self._launch()
-        self._ready(await _readline(stdout, STARTUP_TIMEOUT_S))
+        """Start PID 1 and hold its namespaces (once, however many callers wait for it);
+        raises SandboxError."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self.running:
+                return
+            stdout = self._launch()
+            self._ready(await _readline(stdout, STARTUP_TIMEOUT_S))
 
     def start_sync(self) -> None:
         """`start` for code that may not wait on a loop (the probe)."""
@@ -312,6 +317,22 @@ class Sandbox:
             raise
         return master, int(slave)
 
+    async def run_quietly(self, argv: list[str], env: dict[str, str], what: str) -> int | None:
+        """Run `argv` inside with no stdio (it writes its own logs, inside) and wait for it;
+        None, logged, when it could not start."""
+        try:
+            proc = await self.spawn(
+                argv,
+                env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            log.warning("emulator: %s did not start: %s", what, exc)
+            return None
+        return await proc.wait()
+
     def processes(self) -> list[int]:
         """Host pids of every process inside (for views and tests)."""
         if not self.running or self.init_pid is None:
@@ -331,10 +352,12 @@ class Sandbox:
 
     # -- the end -------------------------------------------------------------------------------
     def kill_all(self) -> None:
-        """End PID 1, hence every process inside; returns once they are gone."""
+        """End PID 1, hence every process inside; returns once they are gone. (A PID 1 that
+        ended by itself is forgotten here too: `exited` is said once.)"""
         if self._init is not None:
             self._kill(self._init)
         self._close()
+        self._init = None
 
     def _kill(self, init: subprocess.Popen[bytes]) -> None:
         if init.poll() is not None:

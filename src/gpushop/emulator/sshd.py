@@ -33,7 +33,7 @@ import asyncssh
 from asyncssh.constants import EXTENDED_DATA_STDERR
 from asyncssh.stream import SSHReader, SSHWriter
 
-from gpushop.emulator.sandbox import Sandbox
+from gpushop.emulator.sandbox import Sandbox, SandboxError
 
 log = logging.getLogger("gpushop.emulator")
 
@@ -178,6 +178,14 @@ class SshEndpoint:
         peer = process.get_extra_info("peername") or ("127.0.0.1", 0)
         env["SSH_CLIENT"] = f"{peer[0]} {peer[1]} 22"
         term = process.term_type
+        try:
+            # an instance's PID 1 starts with its first session (or its onstart): an instance
+            # nobody logs into costs no process
+            await self.sandbox.start()
+        except SandboxError as exc:
+            process.stderr.write(f"emulator: {exc}\n".encode())
+            process.exit(127)
+            return
         try:
             if term and process.subsystem is None:
                 env["TERM"] = term

@@ -8,6 +8,7 @@ from 20000 to 32767 (below Linux's ephemeral range), never shared by two hostnod
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from gpushop.emulator.tensordock.catalog import (
 
 FIRST_PORT = 20000
 LAST_PORT = 32767
+# Every emulator of one process advertises the same ports for a seed; emulators of other
+# processes (parallel test workers, a user's second one) advertise others, since a hostnode's
+# ports are really bound on this machine when its VMs' SSH forwards listen.
+PORT_SHIFT = (os.getpid() * 2654435761) % (LAST_PORT - FIRST_PORT)
 CPU_ONLY_NODES = 3
 VCPU_PRICES = (0.0025, 0.003, 0.003, 0.0035, 0.004)
 RAM_PRICES = (0.0015, 0.002, 0.002, 0.0025)
@@ -190,8 +195,9 @@ def _hostnode(
         ram = vcpus * rng.choice((2, 4))
         storage = rng.choice((2000, 4000, 6000))
     n_ports = rng.choice((3, 5, 10, 16, 20, 20, 20))
+    span = LAST_PORT - n_ports - FIRST_PORT
     while True:
-        base = rng.randrange(FIRST_PORT, LAST_PORT - n_ports)
+        base = FIRST_PORT + (rng.randrange(span) + PORT_SHIFT) % span
         ports = tuple(range(base, base + n_ports))
         if not used_ports.intersection(ports):
             used_ports.update(ports)

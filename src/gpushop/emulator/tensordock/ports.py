@@ -20,9 +20,9 @@ _registry_lock = threading.Lock()
 
 
 def _bind(port: int, *, shared: bool = False) -> socket.socket:
-    """Bound, not listening. Exclusive unless `shared`: two sockets that both set SO_REUSEADDR
-    may bind one port while neither listens, so another emulator process (a parallel test
-    worker) could take a port we hold."""
+    """Bound, not listening. Exclusive unless `shared`: a bind without SO_REUSEADDR fails while
+    any other socket holds the port (two that both set it may share a port neither listens
+    on), so it tells whether another emulator process (a parallel test worker) holds it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     if shared:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -67,7 +67,10 @@ class FixedPortPool(PortPool):
             return False
         if self.bind and ssh_port is not None:
             try:
-                self._held[ssh_port] = _bind(ssh_port)
+                # exclusive first: nobody else holds it; then held as the server will want it
+                # (SO_REUSEADDR, or its TIME_WAITs would keep a restart from binding it again)
+                _bind(ssh_port).close()
+                self._held[ssh_port] = _bind(ssh_port, shared=True)
             except OSError:
                 return False
         self.claimed.update(ports)

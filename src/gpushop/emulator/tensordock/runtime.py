@@ -293,18 +293,7 @@ class VmRuntime(SandboxRuntime[str, VmHost]):
         sandbox = host.sandbox
         _write_text(sandbox.control / CLOUD_INIT_SPEC, json.dumps(vm.cloud_init or {}))
         env = sandbox.environment(self.vm_environment(state, vm))
-        try:
-            proc = await sandbox.spawn(
-                ["cloud-init-first-boot"],
-                env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-        except OSError as exc:
-            log.warning("emulator: cloud-init of VM %s did not start: %s", vm.id, exc)
-            return
-        await proc.wait()
+        await sandbox.run_quietly(["cloud-init-first-boot"], env, f"cloud-init of VM {vm.id}")
 
     def _checked_id(self, state: TdState, raw: Any) -> str:
         if not isinstance(raw, str):
