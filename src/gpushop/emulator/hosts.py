@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from gpushop.emulator import isolation, nvidia_smi
-from gpushop.emulator.sandbox import CONTROL, Sandbox, SandboxError, write_script
+from gpushop.emulator.sandbox import Sandbox, SandboxError
+from gpushop.emulator.sandbox_files import CONTROL, write_script
 from gpushop.emulator.sandbox_runtime import (
     SandboxRuntime,
     control_error,

@@ -59,7 +59,10 @@ _probed: list[tuple[Isolation | None, str]] = []
 def probe() -> Isolation | None:
     """The isolation this process uses (probed once, with a real sandbox), or None."""
     if not _probed:
-        _probed.append(_probe())
+        try:
+            _probed.append(_probe())
+        except Exception as exc:  # an emulator without sandboxes still serves; never a crash
+            _probed.append((None, f"the probe failed: {exc!r}"))
     return _probed[0][0]
 
 
@@ -87,7 +90,7 @@ def _probe() -> tuple[Isolation | None, str]:
     with tempfile.TemporaryDirectory(prefix="emulator-probe-") as tmp:
         try:
             try_sandbox(candidate, Path(tmp))
-        except SandboxError as exc:
+        except (SandboxError, OSError) as exc:
             candidate.close()
             return None, str(exc)
     return candidate, ""

@@ -4,10 +4,11 @@ On the host an instance has two folders: `C.<id>/`, its root filesystem (the con
 `root/` is HOME, `workspace/`, `app/`, `tmp/`, `var/`, plus empty mount points), and
 `C.<id>.emulator/`, the emulator's control folder (`bin/` with nvidia-smi, python, sleep...;
 trainer faults) with `state/` inside, where the instance's programs leave word for the
-emulator. While it runs, its PID 1 (sandbox_init.py) holds a PID and a mount namespace (and a
-user namespace when the emulator is not root) in which `/` is `C.<id>/`, the host's other
-top-level folders are read-only, `/root`, `/home`, `/tmp`, `/var` and `/run` of the host are
-hidden, and `/.emulator` is the control folder, read-only but for `/.emulator/state`.
+emulator. While it runs, its PID 1 (sandbox_init.py) holds a user, a PID and a mount namespace
+in which `/` is `C.<id>/`, the host's other top-level folders are read-only (`/etc` has the
+instance's own changes on top, kept in `C.<id>.layers/`), `/root`, `/home`, `/tmp`, `/var` and
+`/run` of the host are hidden, and `/.emulator` is the control folder, read-only but for
+`/.emulator/state`. PID 1 starts with the instance's first SSH session or its onstart.
 
 Every command, the shell, `onstart`, SFTP and scp start as `nsenter` into those namespaces,
 then `setpriv` drops every capability (and sets no_new_privs), so root inside can neither
@@ -28,60 +29,31 @@ import fcntl
 import json
 import logging
 import os
-import resource
 import select
-import shlex
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from gpushop.emulator import image_files, nvidia_smi
+from gpushop.emulator import nvidia_smi, sandbox_files
 from gpushop.emulator.isolation import TOOL_PATH, Isolation, under_hidden
+from gpushop.emulator.process_limit import ProcessLimit
+from gpushop.emulator.sandbox_files import (
+    CONTAINERS_SOCKET,
+    INSIDE_PATH,
+)
 
 log = logging.getLogger("gpushop.emulator")
 
-CONTROL = "/.emulator"  # inside: the control folder (read-only)
-STATE = "/.emulator/state"  # inside: what the instance tells the emulator (writable)
-BIN = "/.emulator/bin"
-CONTAINERS_SOCKET = "/.emulator/state/containers.sock"  # PID 1 makes containers (docker_shim)
-INSIDE_PATH = f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")  # from the emulator's environment; nothing else
 INIT = Path(__file__).with_name("sandbox_init.py")
 STARTUP_TIMEOUT_S = 20.0
 MAX_PIDS = 1024
 TIOCSPTLCK = 0x40045431  # unlock a pty's slave
 TIOCGPTPEER = 0x5441  # open a pty's slave from its master
-INSTALLED = ".installed"  # in the control folder: the image's files are in place
-
-SLEEP = r"""#!/bin/sh
-# Simulated by the gpushop emulator: time runs EMULATOR_SPEED times faster here (as for the
-# simulated trainer). A sleep never gets shorter than 50 ms (or itself): polling loops stay loops.
-f=${EMULATOR_SPEED:-1}
-case "$f" in 1|1.0) exec @SLEEP@ "$@" ;; esac
-t=$(@AWK@ -v f="$f" 'BEGIN {
-  s = 0
-  for (i = 1; i < ARGC; i++) {
-    a = ARGV[i]; m = 1; u = substr(a, length(a))
-    if (u == "s" || u == "m" || u == "h" || u == "d") {
-      a = substr(a, 1, length(a) - 1)
-      m = (u == "m") ? 60 : (u == "h") ? 3600 : (u == "d") ? 86400 : 1
-    }
-    if (a !~ /^[0-9]*\.?[0-9]+$/) exit 1
-    s += a * m
-  }
-  if (ARGC < 2) exit 1
-  r = s / f; lo = (s < 0.05) ? s : 0.05
-  if (r < lo) r = lo
-  printf "%.3f", r
-}' "$@") || exec @SLEEP@ "$@"
-exec @SLEEP@ "$t"
-"""
 
 
 class SandboxError(Exception):
@@ -108,15 +80,13 @@ class Sandbox:
         self.isolation = isolation
         self.home = home
         self.dirs = tuple(dirs)
-        self.max_pids = max_pids
+        self.limit = ProcessLimit(isolation.cgroup, path.name, max_pids)
         self.hide = tuple(p for p in hide if not under_hidden(p))
         self.containers = containers
         self._init: subprocess.Popen[bytes] | None = None
         self._lifeline: int | None = None
         self.init_pid: int | None = None
         self._fds: dict[str, int] = {}  # user, mnt, pid namespaces; cwd (HOME inside)
-        self._cgroup: Path | None = None
-        self._cgroup_procs: int | None = None
         self._killed = False
         self._starting: asyncio.Lock | None = None
 
@@ -128,17 +98,9 @@ class Sandbox:
     def prepare(self, facts: nvidia_smi.GpuFacts | None, image: str = "") -> None:
         """The control folder (again after a restart: files are kept); the image's files on
         the first start only, before anything of the instance ever ran."""
-        for folder in (self.path, self.bin, self.state):
-            folder.mkdir(parents=True, exist_ok=True)
+        sandbox_files.lay_out(self.path, self.control, image)
         if facts is not None:
             self.write_gpus(facts)
-        write_script(self.bin / "sleep", _sleep_script())
-        for name in ("python", "python3"):  # the emulator's own interpreter, whatever the image
-            write_script(self.bin / name, f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
-        if not (self.control / INSTALLED).exists():
-            (self.path / "app").mkdir(exist_ok=True)
-            image_files.install(image, self.path / "app")
-            (self.control / INSTALLED).touch()
 
     def write_gpus(self, facts: nvidia_smi.GpuFacts) -> None:
         nvidia_smi.write(self.bin / "nvidia-smi", facts)
@@ -204,7 +166,7 @@ class Sandbox:
         flags = ["--user", "--map-root-user"] if iso.user_ns else []
         argv = [iso.unshare, *flags, "--mount", "--pid", "--fork", "--propagation", "private"]
         argv += ["--kill-child", "--", sys.executable, "-I", "-S", str(INIT), json.dumps(config)]
-        self._make_cgroup()
+        self.limit.open()
         try:
             self._init = subprocess.Popen(
                 argv,
@@ -214,7 +176,7 @@ class Sandbox:
                 pass_fds=(read_end,),
                 env={"PATH": TOOL_PATH, "LC_ALL": "C"},
                 start_new_session=True,
-                preexec_fn=self._enter_cgroup if self._cgroup_procs is not None else None,
+                preexec_fn=self.limit.for_init(),
             )
         except OSError as exc:
             self._close()
@@ -268,17 +230,6 @@ class Sandbox:
         ]
         return [*prefix, *argv], tuple(fds.values())
 
-    def limit(self) -> Callable[[], None]:
-        """Runs in each child before it enters: the instance's process limit."""
-        procs, max_pids = self._cgroup_procs, self.max_pids
-
-        def apply() -> None:
-            if procs is not None:
-                os.write(procs, b"0")
-            resource.setrlimit(resource.RLIMIT_NPROC, (max_pids, max_pids))
-
-        return apply
-
     async def spawn(
         self,
         argv: list[str],
@@ -300,7 +251,7 @@ class Sandbox:
             env=env,
             pass_fds=fds,
             start_new_session=True,
-            preexec_fn=self.limit(),
+            preexec_fn=self.limit.for_command(),
         )
 
     def open_pty(self) -> tuple[int, int]:
@@ -388,69 +339,21 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 os.close(self._lifeline)
             self._lifeline = None
-        if self._cgroup_procs is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._cgroup_procs)
-            self._cgroup_procs = None
         if self._init is not None and self._init.poll() is not None:
             for stream in (self._init.stdout, self._init.stderr):
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()
-        if self._cgroup is not None and not self.running:
-            _remove_cgroup(self._cgroup)
-            self._cgroup = None
+        self.limit.close(remove=not self.running)
         if not self.running:
             self.init_pid = None
 
     def remove(self) -> None:
         self.kill_all()
         for folder in (self.path, self.control, self.layers):
-            _remove_tree(folder)
+            sandbox_files.remove_tree(folder)
 
     # -- the process limit -------------------------------------------------------------------
-    def _make_cgroup(self) -> None:
-        parent = self.isolation.cgroup
-        if parent is None:
-            return
-        path = parent / f"{self.path.name}-{time.monotonic_ns()}"
-        try:
-            path.mkdir()
-            (path / "pids.max").write_text(f"{self.max_pids}\n")
-            self._cgroup_procs = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            log.warning("emulator: no pids cgroup for %s: %s", self.path.name, exc)
-            _remove_cgroup(path)
-            return
-        self._cgroup = path
-
-    def _enter_cgroup(self) -> None:
-        if self._cgroup_procs is not None:
-            os.write(self._cgroup_procs, b"0")
-
-
-def _remove_tree(folder: Path) -> None:
-    """rmtree (fd-based: never follows a symlink), also through the mode-000 folders overlayfs
-    leaves in its work folder."""
-
-    def unlock(_func: object, path: str, _exc: object) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), 0o700)
-            os.chmod(path, 0o700, follow_symlinks=False)
-
-    shutil.rmtree(folder, onerror=unlock)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _remove_cgroup(path: Path) -> None:
-    for _ in range(50):  # the last exits are reaped a moment after PID 1's
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.01)
 
 
 async def _readline(stream: IO[bytes], timeout: float) -> bytes:
@@ -482,22 +385,6 @@ async def _readline(stream: IO[bytes], timeout: float) -> bytes:
         os.set_blocking(fd, True)
 
 
-def _sleep_script() -> str:
-    sleep = shutil.which("sleep", path=TOOL_PATH) or "/bin/sleep"
-    awk = shutil.which("awk", path=TOOL_PATH) or "awk"
-    return SLEEP.replace("@SLEEP@", sleep).replace("@AWK@", awk)
-
-
-def write_script(path: Path, text: str) -> None:
-    """Atomically, and only when it changed: a command running it never sees half a file."""
-    if path.exists() and path.read_text() == text:
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755)
-    tmp.replace(path)
-
-
 def try_sandbox(isolation: Isolation, folder: Path) -> None:
     """Make a sandbox in `folder` and run a command in it, or raise SandboxError (the probe)."""
     box = Sandbox(folder / "C.probe", isolation)
@@ -505,14 +392,17 @@ def try_sandbox(isolation: Isolation, folder: Path) -> None:
     try:
         box.start_sync()
         argv, fds = box.wrap(["/bin/sh", "-c", "echo ok > /tmp/probe && cat /tmp/probe"])
-        result = subprocess.run(
-            argv,
-            pass_fds=fds,
-            capture_output=True,
-            timeout=20,
-            check=False,
-            env={"PATH": INSIDE_PATH},
-        )
+        try:
+            result = subprocess.run(
+                argv,
+                pass_fds=fds,
+                capture_output=True,
+                timeout=STARTUP_TIMEOUT_S,
+                check=False,
+                env={"PATH": INSIDE_PATH},
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SandboxError(f"a command cannot run in the sandbox: {exc}") from None
         if result.returncode != 0 or result.stdout.strip() != b"ok":
             why = result.stderr.decode(errors="replace").strip().splitlines()
             raise SandboxError(f"a command cannot run in the sandbox: {why[-1] if why else '?'}")

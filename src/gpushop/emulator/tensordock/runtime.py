@@ -24,14 +24,8 @@ from typing import Any
 import asyncssh
 
 from gpushop.emulator import image_files, images, isolation, nvidia_smi
-from gpushop.emulator.sandbox import (
-    CONTAINERS_SOCKET,
-    CONTROL,
-    STATE,
-    Sandbox,
-    SandboxError,
-    write_script,
-)
+from gpushop.emulator.sandbox import Sandbox, SandboxError
+from gpushop.emulator.sandbox_files import CONTAINERS_SOCKET, CONTROL, STATE, write_script
 from gpushop.emulator.sandbox_runtime import SandboxRuntime, control_error
 from gpushop.emulator.sshd import SshEndpoint, new_host_key
 from gpushop.emulator.tensordock import cloud_init, docker_shim
