@@ -17,26 +17,12 @@ import pytest
 from gpushop.cli.app import main
 from gpushop.store import Store
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: Any, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    import sqlalchemy
-
-    try:
-        engine = sqlalchemy.create_engine(PG_URL)
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(sqlalchemy.text("CREATE SCHEMA public"))
-        engine.dispose()
-    except sqlalchemy.exc.OperationalError:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL at 127.0.0.1:5432 is required in CI")
-        pytest.skip("PostgreSQL not reachable")
-    return PG_URL
+    return str(request.getfixturevalue("pg_url"))  # a fresh schema (tests/conftest.py)
 
 
 @pytest.fixture
