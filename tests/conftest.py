@@ -57,9 +57,12 @@ def emulator_server() -> Iterator[EmulatorThread]:
 
 
 @pytest.fixture
-def emulator(emulator_server: EmulatorThread) -> EmulatorThread:
-    """The session emulator, reset to its seeded initial state for this test."""
+def emulator(emulator_server: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorThread:
+    """The session emulator, reset to its seeded initial state for this test. It has no rate
+    limits, so the gpushop CLIs a test runs against it do not pace their calls either
+    (GPUSHOP_RATE_LIMIT=false); pacing is tested against `make_emulator(rate_limit=True)`."""
     emulator_server.control.reset()
+    monkeypatch.setenv("GPUSHOP_RATE_LIMIT", "false")
     return emulator_server
 
 

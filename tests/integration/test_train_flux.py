@@ -27,6 +27,7 @@ def _point_at(emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("GPUSHOP_RATE_LIMIT", "false")  # the emulators here have no limits
     monkeypatch.chdir(tmp_path)
     return emu
 
