@@ -124,12 +124,18 @@ def test_train_flux_lora_from_dataset_to_lora_file(env: Any, capsys: Any, tmp_pa
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
+SPEED, STEPS = 400.0, 4000  # 1.0 s a step on the emulator's RTX 3090 at 512 px: 10 s of steps
+
+
 def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
     make_emulator: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    # a slower clock than the shared emulator's, so the test can lose the host mid-run
+    # The host is lost once a checkpoint has come back, and training must still be running
+    # then: SPEED x faster than real time, the image pull, model download and load cost little
+    # (twice: the resumed rental pulls and downloads again), and STEPS leave the sync ~10 s of
+    # training to catch a checkpoint in, even on a loaded machine.
     emu = _point_at(
-        make_emulator(offers=600, seed=1234, rate_limit=False, speed=40.0),
+        make_emulator(offers=600, seed=1234, rate_limit=False, speed=SPEED),
         monkeypatch,
         tmp_path,
     )
@@ -161,7 +167,7 @@ def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
             "--name",
             "resumable",
             "--steps",
-            "600",
+            str(STEPS),
             "--save-every",
             "50",
             "--sync-every",
