@@ -1,12 +1,18 @@
-"""Shared fixtures: the Vast.ai emulator over real HTTP, and an isolated environment per test."""
+"""Shared fixtures: the Vast.ai emulator over real HTTP, and an isolated environment per test.
+
+Tests run in parallel (pytest-xdist, `make test`), so nothing a test writes may be shared: files go
+under its tmp_path/HOME, ports are picked free, a PostgreSQL store gets a fresh schema (`pg_url`),
+and the session-scoped servers below are one per worker process."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from gpushop.emulator import EmulatorConfig, EmulatorThread
@@ -15,6 +21,12 @@ from gpushop.emulator import EmulatorConfig, EmulatorThread
 VASTAI_CLI = os.environ.get("VASTAI_CLI")
 
 ISOLATED_PREFIXES = ("VASTAI_", "VAST_", "TENSORDOCK_", "GPUSHOP_")
+
+# DESIGN.md "Services": PostgreSQL on 127.0.0.1:5432, trust auth, database `test`.
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+_pg_error: str | None = None
+_pg_checked = False
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +57,12 @@ def emulator_server() -> Iterator[EmulatorThread]:
 
 
 @pytest.fixture
-def emulator(emulator_server: EmulatorThread) -> EmulatorThread:
-    """The session emulator, reset to its seeded initial state for this test."""
+def emulator(emulator_server: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorThread:
+    """The session emulator, reset to its seeded initial state for this test. It has no rate
+    limits, so the gpushop CLIs a test runs against it do not pace their calls either
+    (GPUSHOP_RATE_LIMIT=false); pacing is tested against `make_emulator(rate_limit=True)`."""
     emulator_server.control.reset()
+    monkeypatch.setenv("GPUSHOP_RATE_LIMIT", "false")
     return emulator_server
 
 
@@ -94,3 +109,33 @@ def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip(message)
     with openssh_server.running(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+def _require_postgres() -> None:
+    global _pg_checked, _pg_error
+    if not _pg_checked:
+        _pg_checked = True
+        try:
+            psycopg.connect(PG_DSN, connect_timeout=3).close()
+        except psycopg.Error as exc:
+            _pg_error = f"PostgreSQL at 127.0.0.1:5432 does not answer: {exc}".strip()
+    if _pg_error:
+        if os.environ.get("CI"):
+            pytest.fail(_pg_error)
+        pytest.skip(_pg_error)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL store URL whose tables live in a fresh schema of the ``test`` database
+    (selected with ``search_path`` in the URL), dropped afterwards: tests running at the same
+    time never see each other's rows. A PostgreSQL that does not answer fails in CI."""
+    _require_postgres()
+    schema = f"gpushop_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

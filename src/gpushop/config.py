@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     gpushop_redis_url: SecretStr | None = None
     gpushop_profile: Literal["development", "staging", "production"] | None = None
     gpushop_market_ttl: float = Field(default=60.0, ge=0)
+    # Pace every call at the provider's published limits (shared by the processes of this
+    # machine). False: no client-side pacing, for a server without limits such as
+    # `gpushop emulator --no-rate-limit`; a 429 is still waited out and retried.
+    gpushop_rate_limit: bool = True
 
     @field_validator("vastai_preferred_gpus", mode="before")
     @classmethod

@@ -59,6 +59,7 @@ class Shop:
                 url=self.settings.vastai_url,
                 api_key=key.get_secret_value() if key else None,
                 transport=self._transport,
+                rate_limit=self.settings.gpushop_rate_limit,
                 # every gpushop process on this machine queues for the same limits
                 shared_limits_dir=cache_dir() / "ratelimit",
             )
@@ -69,6 +70,7 @@ class Shop:
             url=self.settings.tensordock_url,
             api_token=token.get_secret_value() if token else None,
             transport=self._transport,
+            rate_limit=self.settings.gpushop_rate_limit,
             shared_limits_dir=cache_dir() / "ratelimit",
             sizing=Sizing(
                 vcpu_per_gpu=self.settings.tensordock_vcpu_per_gpu,

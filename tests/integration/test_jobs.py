@@ -6,32 +6,47 @@ log, the exit code, and that no instance is left billing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gpushop.cli.app import main
-from gpushop.store import Store
+from gpushop.fleet.owners import pid_alive
+from gpushop.jobs.runner import log_path
+from gpushop.store import Job, Store
+from waiting import until
 
 RUN = ("run", "--min-vram", "24", "--attempts", "2")
 
 
 @pytest.fixture
-def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     monkeypatch.setenv("VASTAI_URL", emulator.url)
     monkeypatch.setenv("VASTAI_API_KEY", emulator.api_key)
     monkeypatch.setenv("GPUSHOP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    db_url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("GPUSHOP_DB_URL", db_url)
     monkeypatch.chdir(tmp_path)
-    return emulator
+    yield emulator
+    # A test that failed half-way may leave a detached supervisor running: it must not go on
+    # renting from the emulator the next test of this worker resets and uses.
+    if (tmp_path / "store.db").exists():
+        with Store.open(db_url) as s:
+            owners = {j.owner_pid for j in s.list_jobs() if j.owner_pid and not j.state.terminal}
+        for pid in owners - {os.getpid()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            until(lambda pid=pid: not pid_alive(pid), f"supervisor {pid} to die")
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -46,6 +61,38 @@ def live_instances(emu: Any) -> list[dict[str, Any]]:
 
 def store() -> Store:
     return Store.open(os.environ["GPUSHOP_DB_URL"])
+
+
+def only_job() -> Job | None:
+    with store() as s:
+        jobs = s.list_jobs()
+    assert len(jobs) <= 1
+    return jobs[0] if jobs else None
+
+
+def job_now(job_id: str) -> Job:
+    with store() as s:
+        job = s.get_job(job_id)
+    assert job is not None
+    return job
+
+
+def workspace(emu: Any, job: Job) -> Path:
+    """The job's instance's /workspace, seen from this machine (the emulator's sandbox)."""
+    with store() as s:
+        rental = s.get(job.rental_id or "")
+    assert rental is not None and rental.instance_id
+    return Path(emu.control.instance(int(rental.instance_id))["sandbox"]) / "workspace"
+
+
+def logged(job_id: str, text: str) -> bool:
+    path = log_path(job_id)
+    return path.exists() and text in path.read_text(errors="replace")
+
+
+# A job that waits at a gate until the test opens it (touches /workspace/go): what the test
+# does meanwhile (a sync, a crash, an SSH drop, Ctrl-C) surely happens while the job runs.
+GATE = "while [ ! -e /workspace/go ]; do sleep 0.05; done"
 
 
 def dataset(root: Path) -> Path:
@@ -87,8 +134,6 @@ def test_a_failing_command_keeps_its_log_and_still_releases(env: Any, capsys: An
     with store() as s:
         job = s.list_jobs()[0]
     assert job.state.value == "failed" and job.exit_code == 3
-    from gpushop.jobs.runner import log_path
-
     assert "about to fail" in log_path(job.id).read_text()
     assert live_instances(env) == []
 
@@ -153,24 +198,19 @@ def test_sync_every_brings_outputs_back_while_the_job_runs(
         "--sync-every",
         "1s",
         "--cmd",
-        "mkdir -p out; for i in 1 2 3 4 5 6 7 8; do echo step $i > out/ckpt_$i; /bin/sleep 1; done",
+        f"mkdir -p out; echo step 1 > out/ckpt_1; {GATE}; "
+        "for i in 2 3 4 5 6 7 8; do echo step $i > out/ckpt_$i; done",
         "--download",
         f"/workspace/out:{results}",
     )
     assert code == 0
     job_id = out.split()[0]
-    seen_during_run = False
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        with store() as s:
-            job = s.get_job(job_id)
-        assert job is not None
-        if job.state.value == "running" and results.exists() and any(results.iterdir()):
-            seen_during_run = True
-        if job.state.terminal:
-            break
-        time.sleep(0.3)
-    assert seen_during_run, "no checkpoint came back before the job ended"
+    # the job holds at its gate until the first checkpoint came back: by a sync, as it runs
+    until((results / "ckpt_1").exists, "a checkpoint synced back")
+    job = job_now(job_id)
+    assert job.state.value == "running", "a checkpoint came back before the job could end"
+    (workspace(env, job) / "go").touch()
+    job = until(lambda: (j := job_now(job_id)).state.terminal and j, "the job to end")
     assert job.state.value == "succeeded"
     assert sorted(p.name for p in results.iterdir()) == [f"ckpt_{i}" for i in range(1, 9)]
     assert live_instances(env) == []
@@ -179,33 +219,49 @@ def test_sync_every_brings_outputs_back_while_the_job_runs(
 def test_detach_then_attach_recovers_a_crashed_client(
     env: Any, capsys: Any, tmp_path: Path
 ) -> None:
+    import threading
+
     code, out, _ = cli(
         capsys,
         *RUN,
         "--detach",
         "--cmd",
-        "for i in $(seq 1 12); do echo line $i; /bin/sleep 0.5; done",
+        f"for i in $(seq 1 6); do echo line $i; done; {GATE}; "
+        "for i in $(seq 7 12); do echo line $i; done",
     )
     assert code == 0
     job_id = out.split()[0]
-    # wait until the job runs, then kill its supervisor as a crash would
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with store() as s:
-            job = s.get_job(job_id)
-        assert job is not None
-        if job.state.value == "running" and job.owner_pid:
-            break
-        time.sleep(0.2)
-    assert job.state.value == "running"
+    # wait until the job runs and its supervisor has streamed some of it, then kill the
+    # supervisor as a crash would
+    until(lambda: logged(job_id, "line 6"), "the supervisor to stream the first lines")
+    job = job_now(job_id)
+    assert job.state.value == "running" and job.owner_pid
     os.kill(job.owner_pid, signal.SIGKILL)
-    time.sleep(0.5)
+    until(lambda: not pid_alive(job.owner_pid or 0), "the killed supervisor to be gone")
     code, listing, _ = cli(capsys, "jobs")
     assert job_id in listing and "unwatched" in listing
-    code, out, err = cli(capsys, "attach", job_id)
-    assert code == 0, err
-    from gpushop.jobs.runner import log_path
+    gate = workspace(env, job) / "go"
+    db_url = os.environ["GPUSHOP_DB_URL"]  # read now: the thread may outlive monkeypatch
+    attached = threading.Event()
 
+    def open_the_gate_once_attached() -> None:
+        # the rest of the job runs while `attach` follows it, not before
+        while not attached.is_set():
+            with Store.open(db_url) as s:
+                current = s.get_job(job_id)
+            if current is not None and current.owner_pid == os.getpid():
+                break
+            attached.wait(0.05)
+        gate.touch()
+
+    opener = threading.Thread(target=open_the_gate_once_attached, daemon=True)
+    opener.start()
+    try:
+        code, out, err = cli(capsys, "attach", job_id)
+    finally:
+        attached.set()
+        opener.join()
+    assert code == 0, err
     text = log_path(job_id).read_text()
     assert [line for line in text.splitlines() if line.startswith("line ")] == [
         f"line {i}" for i in range(1, 13)
@@ -219,23 +275,34 @@ def test_an_ssh_drop_mid_run_resumes_the_log_where_it_was(env: Any, capsys: Any)
     import threading
 
     db_url = os.environ["GPUSHOP_DB_URL"]  # read now: the thread may outlive monkeypatch
+    data_dir = os.environ["GPUSHOP_DATA_DIR"]
     done = threading.Event()
 
-    def drop_later() -> None:
-        while not done.wait(0.2):
-            running = [i for i in live_instances(env) if i.get("actual_status") == "running"]
+    def drop_mid_run() -> None:
+        # once the first half of the log came through, drop SSH while the job holds at its
+        # gate, then let it finish: the client must reconnect and resume the log
+        while not done.wait(0.05):
             with Store.open(db_url) as s:
                 jobs = s.list_jobs()
-            if running and jobs and jobs[0].state.value == "running":
-                time.sleep(1.0)
-                env.control.drop_ssh(running[0]["id"])
+            log = Path(data_dir) / "jobs" / jobs[0].id / "job.log" if jobs else None
+            if log is not None and log.exists() and "tick 5" in log.read_text(errors="replace"):
+                with Store.open(db_url) as s:
+                    rental = s.get(jobs[0].rental_id or "")
+                assert rental is not None and rental.instance_id
+                iid = int(rental.instance_id)
+                env.control.drop_ssh(iid)
+                (Path(env.control.instance(iid)["sandbox"]) / "workspace" / "go").touch()
                 return
 
-    dropper = threading.Thread(target=drop_later, daemon=True)
+    dropper = threading.Thread(target=drop_mid_run, daemon=True)
     dropper.start()
     try:
         code, out, err = cli(
-            capsys, *RUN, "--cmd", "for i in $(seq 1 10); do echo tick $i; /bin/sleep 0.4; done"
+            capsys,
+            *RUN,
+            "--cmd",
+            f"for i in $(seq 1 5); do echo tick $i; done; {GATE}; "
+            "for i in $(seq 6 10); do echo tick $i; done",
         )
     finally:
         done.set()
@@ -256,7 +323,7 @@ def test_ctrl_c_downloads_what_exists_and_releases(env: Any, tmp_path: Path) -> 
             "gpushop",
             *RUN,
             "--cmd",
-            "mkdir -p out; echo partial > out/first; /bin/sleep 300",
+            "mkdir -p out; echo partial > out/first; echo written; /bin/sleep 300",
             "--download",
             f"/workspace/out:{results}",
         ],
@@ -265,16 +332,15 @@ def test_ctrl_c_downloads_what_exists_and_releases(env: Any, tmp_path: Path) -> 
         text=True,
         env=os.environ.copy(),
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with store() as s:
-            jobs = s.list_jobs()
-        if jobs and jobs[0].state.value == "running":
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        # Ctrl-C once the job's output says its first file is written
+        job = until(only_job, "the job to be created")
+        until(lambda: logged(job.id, "written"), "the job to write its first file")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 130, err
     assert (results / "first").read_text() == "partial\n"
     with store() as s:

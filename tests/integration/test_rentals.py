@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +18,14 @@ import pytest
 
 from gpushop.cli.app import main
 from gpushop.store import Store
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from waiting import until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: Any, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    import sqlalchemy
-
-    try:
-        engine = sqlalchemy.create_engine(PG_URL)
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(sqlalchemy.text("CREATE SCHEMA public"))
-        engine.dispose()
-    except sqlalchemy.exc.OperationalError:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL at 127.0.0.1:5432 is required in CI")
-        pytest.skip("PostgreSQL not reachable")
-    return PG_URL
+    return str(request.getfixturevalue("pg_url"))  # a fresh schema (tests/conftest.py)
 
 
 @pytest.fixture
@@ -118,7 +107,6 @@ def test_a_lying_host_is_replaced_and_blocklisted(env: Any, capsys: Any) -> None
     with store() as s:
         failed = [r for r in s.list() if str(r.state) == "failed"]
         assert len(failed) == 1 and failed[0].machine_id
-        from datetime import UTC, datetime
 
         assert failed[0].machine_id in s.blocked_hosts("vastai", datetime.now(UTC))
 
@@ -146,8 +134,9 @@ def test_budget_refusal_rents_nothing(env: Any, capsys: Any, monkeypatch: Any) -
 
 
 def test_max_duration_expiry_is_enforced_by_reconcile(env: Any, capsys: Any) -> None:
-    rental = up(capsys, "--max-duration", "2s")
-    time.sleep(2.2)
+    rental = up(capsys, "--max-duration", "1s")
+    deadline = datetime.fromisoformat(rental["deadline"])
+    until(lambda: datetime.now(UTC) > deadline, "the rental's max duration to pass")
     code, out, _ = cli(capsys, "reconcile", "--json")
     report = json.loads(out)
     assert code == 0 and [a["kind"] for a in report["actions"]] == ["expired"]
@@ -220,28 +209,42 @@ def test_two_reconcilers_do_not_fight(env: Any, capsys: Any) -> None:
     assert json.loads(proc.stdout)["skipped"] == "another reconcile is running"
 
 
-def _spawn_up(*extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gpushop", "up", "--min-vram", "24", "--json", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
+@pytest.fixture
+def spawn_up() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """`gpushop up` in a process of its own; any still running when the test ends is killed, so
+    a failed test leaves nothing renting from the emulator the next test resets and uses."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(*extra: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpushop", "up", "--min-vram", "24", "--json", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        proc.kill()
+        proc.communicate()
 
 
-def _wait_for(cond: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+def rental_states() -> list[str]:
+    if not Path(os.environ["GPUSHOP_DB_URL"].removeprefix("sqlite:///")).exists():
+        return []
+    with store() as s:
+        return [str(r.state) for r in s.list()]
 
 
-def test_sigterm_during_up_releases_what_was_created(env: Any) -> None:
+def test_sigterm_during_up_releases_what_was_created(env: Any, spawn_up: Any) -> None:
     env.control.stuck_loading(count=1)
-    proc = _spawn_up("--ready-timeout", "10m")
-    _wait_for(lambda: len(instances(env)) == 1)
-    time.sleep(0.3)
+    proc = spawn_up("--ready-timeout", "10m")
+    # SIGTERM while `up` waits for the (stuck) instance it created
+    until(lambda: rental_states() == ["provisioning"], "up to wait for its instance")
+    assert len(instances(env)) == 1
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -249,9 +252,11 @@ def test_sigterm_during_up_releases_what_was_created(env: Any) -> None:
     assert instances(env) == []
 
 
-def test_two_racing_ups_end_ready_on_different_offers(env: Any, monkeypatch: Any) -> None:
+def test_two_racing_ups_end_ready_on_different_offers(
+    env: Any, monkeypatch: Any, spawn_up: Any
+) -> None:
     monkeypatch.setenv("GPUSHOP_SEED", "7")  # both pick the same first offer
-    procs = [_spawn_up("--ready-timeout", "30s") for _ in range(2)]
+    procs = [spawn_up("--ready-timeout", "30s") for _ in range(2)]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=90)
@@ -263,12 +268,12 @@ def test_two_racing_ups_end_ready_on_different_offers(env: Any, monkeypatch: Any
 
 
 def test_kill_9_while_the_create_answer_is_held_then_reconcile_destroys_the_orphan(
-    env: Any, capsys: Any
+    env: Any, capsys: Any, spawn_up: Any
 ) -> None:
     # act, then hold the answer: the instance exists but `up` never learns its id
     env.control.fault("PUT /api/v0/asks/{id}/", "drop", count=1, latency_s=30)
-    proc = _spawn_up("--ready-timeout", "30s")
-    _wait_for(lambda: len(instances(env)) == 1)
+    proc = spawn_up("--ready-timeout", "30s")
+    until(lambda: len(instances(env)) == 1, "the create to act")
     proc.kill()  # SIGKILL: no cleanup can run
     proc.communicate(timeout=10)
     assert len(instances(env)) == 1  # left behind, labelled
@@ -314,7 +319,13 @@ def test_a_max_price_below_the_market_rents_nothing(env: Any, capsys: Any) -> No
 
 def test_costs_after_a_rental(env: Any, capsys: Any) -> None:
     rental = up(capsys)
-    time.sleep(1.0)
+
+    def cost_so_far() -> float:
+        code, out, _ = cli(capsys, "ps", "--json")
+        assert code == 0
+        return float(json.loads(out)[0]["cost_usd"])
+
+    until(lambda: cost_so_far() > 0, "the rental to cost something")
     assert cli(capsys, "down", rental["rental_id"])[0] == 0
     code, out, err = cli(capsys, "costs", "--json")
     assert code == 0, err
@@ -337,7 +348,7 @@ def test_the_on_instance_watchdog_stops_the_instance_with_no_gpushop_running(
         shown = next(i for i in instances(env) if i["id"] == iid)
         return shown["intended_status"] == "stopped"
 
-    _wait_for(stopped, timeout=20)
+    until(stopped, "the watchdog to stop the instance")
     env_seen = env.control.instance(iid)["env"]
     assert "CONTAINER_API_KEY" in env_seen  # the provider's own instance-scoped key
     assert env.api_key not in json.dumps(env_seen)  # never the account's key

@@ -5,9 +5,10 @@ rental released, and a lost rental resumed from the last synced checkpoint."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ def _point_at(emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("GPUSHOP_RATE_LIMIT", "false")  # the emulators here have no limits
     monkeypatch.chdir(tmp_path)
     return emu
 
@@ -123,12 +125,33 @@ def test_train_flux_lora_from_dataset_to_lora_file(env: Any, capsys: Any, tmp_pa
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
+SPEED, STEPS = 400.0, 2000  # 1.0 s a step on the emulator's RTX 3090 at 512 px: 5 s of steps
+
+
+def _freeze_trainer(sandbox: str) -> bool:
+    """SIGSTOP the simulated ai-toolkit of the instance whose sandbox is ``sandbox`` (its
+    processes carry EMULATOR_SANDBOX=<sandbox>): a host that hangs, then goes offline."""
+    tag = f"EMULATOR_SANDBOX={sandbox}".encode()
+    frozen = False
+    for proc in Path("/proc").iterdir():
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0") if proc.name.isdigit() else []
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if tag in env and b"run.py" in cmdline:
+            os.kill(int(proc.name), signal.SIGSTOP)
+            frozen = True
+    return frozen
+
+
 def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
     make_emulator: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    # a slower clock than the shared emulator's, so the test can lose the host mid-run
+    # SPEED x faster than real time, so the image pull, model download and load cost little
+    # (twice: the resumed rental pulls and downloads again).
     emu = _point_at(
-        make_emulator(offers=600, seed=1234, rate_limit=False, speed=40.0),
+        make_emulator(offers=600, seed=1234, rate_limit=False, speed=SPEED),
         monkeypatch,
         tmp_path,
     )
@@ -138,15 +161,21 @@ def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
     stop = threading.Event()
 
     def lose_the_host() -> None:
-        while not stop.is_set():
-            done = sorted(out_dir.glob("resumable_*.safetensors")) if out_dir.exists() else []
-            if done:
-                running = [i for i in live_instances(emu) if i.get("actual_status") == "running"]
-                if running:
-                    killed.append(running[0]["id"])
-                    emu.control.host_offline(instance_id=running[0]["id"])
-                    return
-            time.sleep(0.1)
+        # Once the host wrote a checkpoint, it hangs (the trainer is stopped: training cannot
+        # end, however slow this machine is), and once a sync brought a checkpoint back, the
+        # host goes offline: the job must resume from that checkpoint on another rental.
+        frozen: int | None = None
+        while not stop.wait(0.05):
+            running = [i for i in live_instances(emu) if i.get("actual_status") == "running"]
+            if frozen is None and running:
+                sandbox = emu.control.instance(running[0]["id"])["sandbox"]
+                remote = Path(sandbox) / "workspace/gpushop/resumable/output/resumable"
+                if any(remote.glob("resumable_*.safetensors")) and _freeze_trainer(sandbox):
+                    frozen = running[0]["id"]
+            if frozen is not None and any(out_dir.glob("resumable_*.safetensors")):
+                killed.append(frozen)
+                emu.control.host_offline(instance_id=frozen)
+                return
 
     thread = threading.Thread(target=lose_the_host, daemon=True)
     thread.start()
@@ -160,7 +189,7 @@ def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
             "--name",
             "resumable",
             "--steps",
-            "600",
+            str(STEPS),
             "--save-every",
             "50",
             "--sync-every",

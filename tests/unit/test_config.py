@@ -52,3 +52,14 @@ def test_secrets_are_masked(monkeypatch) -> None:
     rows = {name: value for name, value, _ in describe(load_settings())}
     assert "supersecret" not in rows["VASTAI_API_KEY"]
     assert rows["VASTAI_API_KEY"] == mask("supersecretkey1234567890") == "****7890"
+
+
+def test_client_side_pacing_can_be_turned_off_for_a_server_without_limits(monkeypatch) -> None:
+    from gpushop.shop import Shop
+
+    assert load_settings().gpushop_rate_limit is True
+    assert Shop(load_settings()).provider("vastai").http.limiter.enabled  # type: ignore[attr-defined]
+    monkeypatch.setenv("GPUSHOP_RATE_LIMIT", "false")
+    shop = Shop(load_settings())
+    for name in ("vastai", "tensordock"):
+        assert not shop.provider(name).http.limiter.enabled  # type: ignore[attr-defined]

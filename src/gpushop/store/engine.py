@@ -12,6 +12,7 @@ from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.pool import StaticPool
 
 from gpushop.config import data_dir
+from gpushop.store.locks import file_lock
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Execution option read by the "begin" hook: writers take SQLite's write lock up front
@@ -73,12 +74,11 @@ def _sqlite_engine(url: URL) -> Engine:
             # busy_timeout first: switching to WAL needs a lock that a concurrent opener may hold
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
-            # WAL is persistent: set it once. Setting it again on every connect takes a lock that
-            # busy_timeout does not cover, so a reader opening the store while a job writes to
-            # it would fail with "database is locked".
-            if path is not None and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                cursor.execute("PRAGMA journal_mode = WAL")
-                cursor.execute("PRAGMA synchronous = NORMAL")  # safe with WAL, much faster
+            if path is not None:
+                if _journal_mode(cursor) != "wal":
+                    _switch_to_wal(cursor, path)
+                # per connection, unlike the journal mode: safe with WAL, and much faster
+                cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
 
@@ -88,3 +88,21 @@ def _sqlite_engine(url: URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _journal_mode(cursor: Any) -> str:
+    return str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def _switch_to_wal(cursor: Any, path: Path) -> None:
+    """WAL is persistent: set it once per database file, by one opener at a time.
+
+    Switching takes a lock that busy_timeout does not cover: a second process switching a fresh
+    file at the same moment (several gpushop processes opening a new store at once), or setting
+    it again on every connect while a job writes, failed with "database is locked". So openers
+    queue on a file lock beside the database, and each checks again once it holds it: the first
+    switches, the others find WAL already set.
+    """
+    with file_lock(path.with_name(path.name + ".wal.lock"), wait=True, what="the WAL switch"):
+        if _journal_mode(cursor) != "wal":
+            cursor.execute("PRAGMA journal_mode = WAL")

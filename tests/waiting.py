@@ -1,0 +1,27 @@
+"""Waiting for an event in a test: poll a condition until it holds, never sleep a guess of time.
+
+The deadline is a safety net for a machine under load (the suite runs in parallel, maybe beside
+other work), not an expected duration: a condition that holds returns at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+DEADLINE_S = 60.0
+POLL_S = 0.05
+
+
+def until(condition: Callable[[], T], what: str, timeout: float = DEADLINE_S) -> T:
+    """The first truthy value of ``condition()``; fails the test naming ``what`` at the
+    deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
+        time.sleep(POLL_S)
