@@ -128,19 +128,17 @@ def test_train_flux_lora_from_dataset_to_lora_file(env: Any, capsys: Any, tmp_pa
 SPEED, STEPS = 400.0, 2000  # 1.0 s a step on the emulator's RTX 3090 at 512 px: 5 s of steps
 
 
-def _freeze_trainer(sandbox: str) -> bool:
-    """SIGSTOP the simulated ai-toolkit of the instance whose sandbox is ``sandbox`` (its
-    processes carry EMULATOR_SANDBOX=<sandbox>): a host that hangs, then goes offline."""
-    tag = f"EMULATOR_SANDBOX={sandbox}".encode()
+def _freeze_trainer(emu: Any, instance_id: int) -> bool:
+    """SIGSTOP the simulated ai-toolkit of that instance (the control view names the host pids
+    of its processes): a host that hangs, then goes offline."""
     frozen = False
-    for proc in Path("/proc").iterdir():
+    for pid in emu.control.instance(instance_id)["processes"]:
         try:
-            env = (proc / "environ").read_bytes().split(b"\0") if proc.name.isdigit() else []
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if tag in env and b"run.py" in cmdline:
-            os.kill(int(proc.name), signal.SIGSTOP)
+        if b"run.py" in cmdline:
+            os.kill(pid, signal.SIGSTOP)
             frozen = True
     return frozen
 
@@ -170,7 +168,9 @@ def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
             if frozen is None and running:
                 sandbox = emu.control.instance(running[0]["id"])["sandbox"]
                 remote = Path(sandbox) / "workspace/gpushop/resumable/output/resumable"
-                if any(remote.glob("resumable_*.safetensors")) and _freeze_trainer(sandbox):
+                if any(remote.glob("resumable_*.safetensors")) and _freeze_trainer(
+                    emu, running[0]["id"]
+                ):
                     frozen = running[0]["id"]
             if frozen is not None and any(out_dir.glob("resumable_*.safetensors")):
                 killed.append(frozen)
