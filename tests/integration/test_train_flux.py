@@ -145,6 +145,7 @@ def _freeze_trainer(sandbox: str) -> bool:
     return frozen
 
 
+@pytest.mark.slow
 def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
     make_emulator: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
