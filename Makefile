@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 # pytest-xdist: the suite mostly waits (SSH, emulated hosts, subprocesses), so more workers than
 # the 2 cores; worksteal evens out the few slow tests. Figures: README "Tests".
-PYTEST_WORKERS ?= 6
+PYTEST_WORKERS ?= 4
 PYTEST_ARGS ?=
 
 test: $(STAMP) $(VASTAI_STAMP) lint

@@ -272,6 +272,7 @@ def test_a_429_is_waited_out_not_failed(make: Any, harness: Harness, emulator: A
     run(go())
 
 
+@pytest.mark.slow
 def test_a_burst_is_paced_under_the_real_limits(
     make: Any, harness: Harness, make_emulator: Any
 ) -> None:

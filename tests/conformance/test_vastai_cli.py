@@ -147,6 +147,7 @@ def test_wrong_key_is_an_error_on_stderr(vastai: Any) -> None:
     assert "Failed with error 401" in proc.stderr and "Invalid user key" in proc.stderr
 
 
+@pytest.mark.slow
 def test_instance_lifecycle_with_the_official_cli(vastai: Any, emulator: Any) -> None:
     offers = json.loads(vastai("search", "offers", "num_gpus=1", "-o", "dph+", "--raw").stdout)
     offer_id = offers[0]["id"]
@@ -194,6 +195,7 @@ def test_instance_lifecycle_with_the_official_cli(vastai: Any, emulator: Any) ->
     assert "not found" in (gone.stdout + gone.stderr).lower()
 
 
+@pytest.mark.slow
 def test_show_instances_pages_beyond_25(vastai: Any, emulator: Any) -> None:
     import httpx
 

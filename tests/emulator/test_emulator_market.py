@@ -108,6 +108,7 @@ def test_places_drivers_and_derived_ids(big: Market) -> None:
     assert any(n > 1 for n in machines.values())  # some machines list several asks
 
 
+@pytest.mark.slow
 def test_twenty_thousand_offers(make_emulator: Callable[..., EmulatorThread]) -> None:
     emu = make_emulator(offers=20_000, rate_limit=False)
     assert emu.control.state()["offers"] == 20_000

@@ -40,6 +40,7 @@ def test_search_templates(vastai_cli: str, emulator: EmulatorThread) -> None:
     assert roomy and all(r["recommended_disk_space"] >= 60 for r in roomy)
 
 
+@pytest.mark.slow
 def test_create_update_delete_and_rent_from_a_template(
     vastai_cli: str, emulator: EmulatorThread
 ) -> None:

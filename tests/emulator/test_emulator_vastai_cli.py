@@ -35,6 +35,7 @@ def raw(cli: str, emu: EmulatorThread, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_search_offers(vastai_cli: str, emulator: EmulatorThread) -> None:
     query = "gpu_ram>=24 num_gpus=1 reliability>0.95 geolocation in [US,CA] duration>7"
     offers = raw(vastai_cli, emulator, "search", "offers", query, "-o", "dph+", "--limit", "5")
@@ -50,6 +51,7 @@ def test_search_offers(vastai_cli: str, emulator: EmulatorThread) -> None:
     assert new and all(o["num_gpus"] == 2 for o in new)
 
 
+@pytest.mark.slow
 def test_instance_lifecycle(vastai_cli: str, emulator: EmulatorThread) -> None:
     offer = raw(vastai_cli, emulator, "search", "offers", "-o", "dph+", "--limit", "1")[0]
     created = raw(

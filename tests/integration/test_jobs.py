@@ -337,10 +337,16 @@ def test_ctrl_c_downloads_what_exists_and_releases(env: Any, tmp_path: Path) -> 
         job = until(only_job, "the job to be created")
         until(lambda: logged(job.id, "written"), "the job to write its first file")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"Ctrl-C did not end the run within 60 s:\n{err[-4000:]}")
     finally:
-        proc.kill()
-        proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert (results / "first").read_text() == "partial\n"
     with store() as s:

@@ -143,6 +143,7 @@ def _freeze_trainer(emu: Any, instance_id: int) -> bool:
     return frozen
 
 
+@pytest.mark.slow
 def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
     make_emulator: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:

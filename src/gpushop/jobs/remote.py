@@ -103,10 +103,15 @@ def follow(job_dir: str, offset: int) -> str:
 
 
 def kill(job_dir: str) -> str:
+    """SIGTERM to the job's process group, then SIGKILL to what is left after up to 2 s: the
+    wait ends as soon as the group is gone."""
     d = shlex.quote(job_dir)
+    polls = 20  # x 0.1 s
     return (
         f"p=$(cat {d}/pid 2>/dev/null); "
-        f'[ -n "$p" ] && kill -TERM -- -"$p" 2>/dev/null; sleep 2; '
+        f'[ -n "$p" ] && kill -TERM -- -"$p" 2>/dev/null; i=0; '
+        f'while [ -n "$p" ] && [ $i -lt {polls} ] && kill -0 -- -"$p" 2>/dev/null; '
+        "do sleep 0.1; i=$((i+1)); done; "
         f'[ -n "$p" ] && kill -KILL -- -"$p" 2>/dev/null; true'
     )
 

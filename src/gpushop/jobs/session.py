@@ -6,6 +6,7 @@ connection (after a drop, or in another process) picks up exactly where the last
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from gpushop.jobs import remote
 from gpushop.ssh.client import SshError
 
 LAUNCH_TIMEOUT_S = 60.0
+CLOSE_TIMEOUT_S = 2.0
 
 
 class RemoteJob:
@@ -55,10 +57,18 @@ class RemoteJob:
         """Stream the log from ``offset`` until the job's wrapper ends (or the connection
         breaks); returns the offset reached."""
         command = remote.follow(self.directory, offset)
-        async with self.conn.create_process(command, encoding=None) as proc:
+        proc = await self.conn.create_process(command, encoding=None)
+        try:
             while chunk := await proc.stdout.read(65536):
                 on_chunk(chunk)
                 offset += len(chunk)
+        finally:
+            # Interrupted (Ctrl-C, SIGTERM) while the job still runs, the follower is still
+            # running too: close its channel, but do not wait for ever for the host to agree,
+            # or the cleanup (outputs, release) would never start.
+            proc.close()
+            with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+                await asyncio.wait_for(proc.wait_closed(), CLOSE_TIMEOUT_S)
         return offset
 
     async def kill(self) -> None:
