@@ -3,7 +3,6 @@ get, start/stop/delete/modify and their refusals, SSH keys stored as secrets."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -202,22 +201,23 @@ def test_dedicated_ip_still_forwards_ssh(td: httpx.Client) -> None:
 
 
 def test_life_cycle_transitions(emulator: EmulatorThread, td: httpx.Client) -> None:
-    emulator.control.reset(speed=100.0)  # deploy 0.4 s, start 0.2 s, stop 0.06 s
+    # at speed 1 (deploy 40 s, start 20 s, stop 6 s), on the emulator's clock: `advance`
+    # crosses a phase, the wall clock's milliseconds cannot
+    emulator.control.reset(speed=1.0)
     vm_id, _ = create_on(td, new_key(), node_with(td))
     assert detail(td, vm_id)["ipAddress"] == ""
-    seen = set()
-    started = time.monotonic()
+    emulator.control.advance(41.0)
     wait_for(td, vm_id, "running", ip=True)
-    assert time.monotonic() - started >= 0.25
     stop = td.post(f"/instances/{vm_id}/stop")
     assert stop.json()["data"]["attributes"]["status"] == "stopping"
-    seen.add(detail(td, vm_id)["status"])
+    assert detail(td, vm_id)["status"] == "stopping"
+    emulator.control.advance(7.0)
     wait_for(td, vm_id, "stopped")
     assert detail(td, vm_id)["ipAddress"] == "127.0.0.1"  # the VM keeps its address
     td.post(f"/instances/{vm_id}/start")
-    seen.add(detail(td, vm_id)["status"])
+    assert detail(td, vm_id)["status"] == "starting"
+    emulator.control.advance(21.0)
     wait_for(td, vm_id, "running")
-    assert seen == {"stopping", "starting"}
 
 
 def test_start_and_stop_refusals(td: httpx.Client) -> None:
