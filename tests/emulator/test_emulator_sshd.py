@@ -301,3 +301,22 @@ def test_pty_shell(instant: EmulatorThread, client: httpx.Client, key: asyncssh.
 
     name, term = run(go()).split()
     assert name.startswith("/dev/pts/") and term == "xterm"  # the instance's own devpts
+
+
+def test_a_command_whose_client_went_away_ends_on_its_next_write(
+    instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey
+) -> None:
+    register(client, key)
+    instance_id, row = running_instance(client)
+
+    async def go() -> None:
+        async with await connect(row["ssh_port"], key) as conn:
+            follower = await conn.create_process("while :; do echo tick; /bin/sleep 0.05; done")
+            assert await follower.stdout.readline() == "tick\n"
+            assert inside(instant.control.instance(instance_id))  # it runs
+            follower.close()  # the client closes the channel (a Ctrl-C'd `tail -f`, say)
+            await follower.wait_closed()
+
+    run(go())
+    # as with sshd: its pipes are closed, its next write gets SIGPIPE, nothing is left behind
+    assert wait_until(lambda: inside(instant.control.instance(instance_id)) == [], timeout=10)

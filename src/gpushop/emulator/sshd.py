@@ -205,13 +205,25 @@ class SshEndpoint:
         proc = await self.sandbox.spawn(argv, env)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         feed = asyncio.ensure_future(_feed(process.stdin, proc.stdin))
+        output: asyncio.Future[Any] = asyncio.gather(
+            _drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr)
+        )
+        gone: asyncio.Future[Any] = asyncio.ensure_future(process.channel.wait_closed())
         try:
-            await asyncio.gather(
-                _drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr)
-            )
+            await asyncio.wait([output, gone], return_when=asyncio.FIRST_COMPLETED)
+            if not output.done():
+                # the client closed the channel: as sshd does, close the command's pipes (its
+                # next write gets SIGPIPE) rather than read its output for nobody, for ever
+                output.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await output
+                _close_pipes(proc)
+                raise ConnectionError("the client closed the channel")
+            await output
             return await proc.wait()
         finally:
             feed.cancel()
+            gone.cancel()
 
     async def _run_pty(
         self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], env: dict[str, str]
@@ -255,6 +267,14 @@ class SshEndpoint:
             feeder.cancel()
             loop.remove_reader(master)
             os.close(master)
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    transport = getattr(proc, "_transport", None)  # asyncio keeps the pipes' transports there
+    for fd in (0, 1, 2):
+        pipe = transport.get_pipe_transport(fd) if transport is not None else None
+        if pipe is not None:
+            pipe.close()
 
 
 async def _feed(source: asyncssh.SSHReader[bytes], sink: asyncio.StreamWriter) -> None:
