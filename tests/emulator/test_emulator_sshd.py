@@ -316,6 +316,8 @@ def test_a_command_whose_client_went_away_ends_on_its_next_write(
             assert inside(instant.control.instance(instance_id))  # it runs
             follower.close()  # the client closes the channel (a Ctrl-C'd `tail -f`, say)
             await follower.wait_closed()
+            again = await conn.run("echo still here")  # the connection's other channels live on
+            assert again.stdout == "still here\n"
 
     run(go())
     # as with sshd: its pipes are closed, its next write gets SIGPIPE, nothing is left behind

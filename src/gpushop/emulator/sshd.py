@@ -192,11 +192,11 @@ class SshEndpoint:
                 status = await self._run_pty(process, argv, env)
             else:
                 status = await self._run_pipes(process, argv, env)
+        except (asyncssh.Error, ConnectionError):  # first: a ConnectionError is an OSError
+            return  # the client went away; writing to its channel would fail the connection
         except OSError as exc:
             process.stderr.write(f"emulator: cannot run command: {exc}\n".encode())
             status = 127
-        except (asyncssh.Error, ConnectionError):
-            return  # the client went away; the sandbox kills leftovers on stop
         _exit(process, status)
 
     async def _run_pipes(
