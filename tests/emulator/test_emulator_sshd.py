@@ -131,9 +131,12 @@ def test_account_key_added_later_reaches_running_instances(
     assert ssh_run(row["ssh_port"], key, "echo ok").stdout == "ok\n"
 
 
+@pytest.mark.parametrize("sftp", ["auto", "builtin"])
 def test_sftp_stays_inside_the_sandbox(
-    instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey, tmp_path: Path
+    instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey, tmp_path: Path, sftp: str
 ) -> None:
+    """OpenSSH's sftp-server where installed, else (or when asked) asyncssh's, run inside."""
+    instant.control.reset(provision_delay_s=0.0, loading_delay_s=0.0, sftp=sftp)
     register(client, key)
     instance_id, row = running_instance(client)
     sandbox = Path(instant.control.instance(instance_id)["sandbox"])

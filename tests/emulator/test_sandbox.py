@@ -156,7 +156,12 @@ def test_a_command_writes_the_instances_tmp_not_the_hosts(box: Box) -> None:
     assert box.sh(port, "ls -A /home").stdout == ""
 
 
-def test_sftp_through_a_symlink_to_root_stays_in_the_instance(box: Box, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sftp", ["auto", "builtin"])
+def test_sftp_through_a_symlink_to_root_stays_in_the_instance(
+    box: Box, tmp_path: Path, sftp: str
+) -> None:
+    box.control.reset(provision_delay_s=0.0, loading_delay_s=0.0, sftp=sftp)
+    register(box.client, box.key)
     instance_id, port = box.running()
     assert box.sh(port, "ln -s / /workspace/up && ls /workspace/up/usr >/dev/null").exit_status == 0
     local = tmp_path / "payload"

@@ -44,6 +44,12 @@ def emulator(
         bool, typer.Option("--no-rate-limit", help="Turn the real rate limits off.")
     ] = False,
     speed: Annotated[float, typer.Option(help="Divide every simulated delay by this.")] = 1.0,
+    sftp: Annotated[
+        str,
+        typer.Option(
+            help="SFTP inside instances: auto (OpenSSH's sftp-server where installed) or builtin."
+        ),
+    ] = "auto",
 ) -> None:
     """Run the Vast.ai and TensorDock emulator (prints VASTAI_URL, VASTAI_API_KEY, TENSORDOCK_URL
     and TENSORDOCK_API_TOKEN, then serves)."""
@@ -66,6 +72,7 @@ def emulator(
             tensordock_token=tensordock_token,
             rate_limit=not no_rate_limit,
             speed=speed,
+            sftp=sftp,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpushop.emulator.config import MAX_OFFERS, EmulatorConfig
+from gpushop.emulator.config import MAX_OFFERS, SFTP_CHOICES, EmulatorConfig
 from gpushop.emulator.server import serve
 
 
@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no SSH endpoints and no sandboxes (for big fleets: ports are then only numbers)",
     )
+    parser.add_argument(
+        "--sftp",
+        choices=SFTP_CHOICES,
+        default=defaults.sftp,
+        help="SFTP inside instances: OpenSSH's sftp-server where installed, or asyncssh's",
+    )
     args = parser.parse_args(argv)
     try:
         config = EmulatorConfig(
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             rate_limit=not args.no_rate_limit,
             speed=args.speed,
             ssh=not args.no_ssh,
+            sftp=args.sftp,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -24,6 +24,7 @@ RESETTABLE_FIELDS = frozenset(
         "boot_delay_s",
         "ssh",
         "max_pids",
+        "sftp",
         "retry_after",
         "legacy_list_deprecated",
         "credit",
@@ -37,6 +38,9 @@ RESETTABLE_FIELDS = frozenset(
 # documented one, the others let clients test that they accept all of them.
 TENSORDOCK_LIST_SHAPES = ("instances", "attributes", "array")
 TENSORDOCK_DETAIL_SHAPES = ("flat", "wrapped")
+# The `sftp` subsystem inside a sandbox: OpenSSH's sftp-server where installed ("auto"), or
+# asyncssh's SFTP server run inside ("builtin", also auto's fallback).
+SFTP_CHOICES = ("auto", "builtin")
 
 
 @dataclass
@@ -61,6 +65,7 @@ class EmulatorConfig:
     boot_delay_s: float = 20.0  # container start after the pull (all of loading when cached)
     ssh: bool = True  # a real SSH endpoint per running instance (off: ports are only numbers)
     max_pids: int = 1024  # processes an instance's sandbox may hold at once (a fork bomb's end)
+    sftp: str = "auto"  # SFTP_CHOICES
     retry_after: bool = False  # send Retry-After on 429 (the real API documents none)
     legacy_list_deprecated: bool = False  # GET /api/v0/instances/ answers 410, as on new accounts
     credit: float = (
@@ -104,6 +109,8 @@ class EmulatorConfig:
             raise ValueError(f"max_pids must be an integer, got {self.max_pids!r}")
         if not 16 <= self.max_pids <= 1_000_000:
             raise ValueError(f"max_pids must be between 16 and 1000000, got {self.max_pids}")
+        if self.sftp not in SFTP_CHOICES:
+            raise ValueError(f"sftp must be one of {', '.join(SFTP_CHOICES)}, got {self.sftp!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         token = self.tensordock_token

@@ -130,8 +130,7 @@ class HostRuntime(SandboxRuntime[int, Host]):
         return nvidia_smi.facts_from_offer(offer, inst.lie)
 
     def _make_host(self, state: EmulatorState, inst: Instance) -> Host:
-        iso = isolation.probe()
-        assert iso is not None  # ssh=True only where sandboxes can be had (app.py)
+        iso = isolation.for_instances(state.config.sftp)
         sandbox = Sandbox(
             self.sandbox_path(inst.id), iso, max_pids=state.config.max_pids, hide=[str(self.root)]
         )

@@ -17,6 +17,7 @@ exempts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -64,6 +65,13 @@ def probe() -> Isolation | None:
         except Exception as exc:  # an emulator without sandboxes still serves; never a crash
             _probed.append((None, f"the probe failed: {exc!r}"))
     return _probed[0][0]
+
+
+def for_instances(sftp: str) -> Isolation:
+    """The probed isolation, with the `sftp` choice of the emulator's config applied."""
+    iso = probe()
+    assert iso is not None  # ssh=True only where sandboxes can be had (app.py)
+    return dataclasses.replace(iso, sftp_server=None) if sftp == "builtin" else iso
 
 
 def reason() -> str:

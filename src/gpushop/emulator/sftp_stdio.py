@@ -87,7 +87,7 @@ async def serve() -> None:
         server,
         _Reader(reader, channel),  # type: ignore[arg-type]
         _Writer(transport, channel),  # type: ignore[arg-type]
-        0,
+        3,  # the highest version offered: what OpenSSH's sftp-server speaks
     )
     await handler.run()
 

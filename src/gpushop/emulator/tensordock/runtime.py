@@ -167,8 +167,7 @@ class VmRuntime(SandboxRuntime[str, VmHost]):
             state.ports.hold_again(host.port)
 
     def _make_host(self, state: TdState, vm: Vm) -> VmHost:
-        iso = isolation.probe()
-        assert iso is not None  # ssh=True only where sandboxes can be had (app.py)
+        iso = isolation.for_instances(state.config.sftp)
         sandbox = Sandbox(
             self.sandbox_path(vm.id),
             iso,
