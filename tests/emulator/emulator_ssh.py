@@ -112,5 +112,22 @@ def inside(view: dict[str, Any]) -> list[int]:
     return [pid for pid in view["processes"] if pid != view["init_pid"]]
 
 
+def lasting(view: Callable[[], dict[str, Any]], count: int, timeout: float = 10.0) -> list[int]:
+    """Host pids of the `count` processes that stay inside an instance (or VM) besides its PID 1,
+    then PID 1's: right after an SSH command returns, the shell that ran it may still be on its
+    way out, so a list taken at once may hold a pid about to vanish."""
+    found: list[int] = []
+
+    def settled() -> bool:
+        nonlocal found
+        now = view()
+        live = [pid for pid in inside(now) if not pid_gone(pid)]
+        found = [*live, now["init_pid"]]
+        return len(live) == count
+
+    assert wait_until(settled, timeout), f"not {count} lasting processes inside: {found}"
+    return found
+
+
 def all_gone(pids: list[int]) -> bool:
     return all(pid_gone(pid) for pid in pids)

@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncssh
 import httpx
 import pytest
+from emulator_ssh import lasting
 from tensordock_helpers import (
     RTX4090,
     body,
@@ -127,9 +128,7 @@ def test_ssh_follows_the_life_cycle(emulator: EmulatorThread, td: httpx.Client) 
     wait_for(td, vm_id, "running", ip=True)
     assert ssh(port, key, "echo up").stdout == "up\n"
     ssh(port, key, "sleep infinity > /dev/null 2>&1 &")
-    view = emulator.control.tensordock_vm(vm_id)
-    pids = [*(p for p in view["processes"] if p != view["init_pid"]), view["init_pid"]]
-    assert len(pids) >= 2 and not any(gone(p) for p in pids)
+    pids = lasting(lambda: emulator.control.tensordock_vm(vm_id), 1)
     td.post(f"/instances/{vm_id}/stop")
     assert refused(port)  # closed before the stop answered ...
     assert all(gone(p) for p in pids)  # ... and its processes are gone
