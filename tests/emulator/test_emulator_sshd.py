@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,8 @@ from emulator_ssh import (
 )
 
 from gpushop.emulator import EmulatorThread
+
+CLONE_NEWPID = 0x20000000
 
 
 @pytest.fixture
@@ -322,3 +327,48 @@ def test_a_command_whose_client_went_away_ends_on_its_next_write(
     run(go())
     # as with sshd: its pipes are closed, its next write gets SIGPIPE, nothing is left behind
     assert wait_until(lambda: inside(instant.control.instance(instance_id)) == [], timeout=10)
+
+
+def _zombie_inside(init_pid: int) -> int:
+    """A process of ours that joins the instance's PID namespace and exits at once, left
+    unreaped: the instance's PID 1 cannot finish ending until we reap it (as when a process
+    outside that entered the namespace is slow to reap its child on a loaded machine)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    theirs = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY)
+    try:
+        if libc.setns(theirs, CLONE_NEWPID) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+        finally:
+            libc.setns(own, CLONE_NEWPID)
+    finally:
+        os.close(own)
+        os.close(theirs)
+    return pid
+
+
+def test_an_instance_slow_to_end_holds_up_no_other_answer(
+    instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey
+) -> None:
+    register(client, key)
+    slow, row = running_instance(client)
+    other, other_row = running_instance(client)
+    ssh_run(row["ssh_port"], key, "true")  # its PID 1 runs
+    zombie = _zombie_inside(instant.control.instance(slow)["init_pid"])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            destroy = pool.submit(client.delete, f"/api/v0/instances/{slow}/")
+            assert wait_until(lambda: show(client, slow) is None)  # the destroy is under way
+            # meanwhile the emulator answers everyone else, over HTTP and SSH
+            made = client.post("/api/v0/template/", json={"name": "t", "image": "pytorch/pytorch"})
+            assert made.status_code == 200
+            assert ssh_run(other_row["ssh_port"], key, "echo up").stdout == "up\n"
+            assert not destroy.done()  # its processes are not all gone: no answer yet
+        finally:
+            os.waitpid(zombie, 0)
+        assert destroy.result(timeout=30).json() == {"success": True}
+    assert show(client, other) is not None

@@ -118,11 +118,12 @@ class Emulator:
             self._holds.set()
             self._holds = None
 
-    def reset(self, overrides: dict[str, Any] | None = None) -> None:
+    async def reset(self, overrides: dict[str, Any] | None = None) -> None:
         """Fresh state from the start-up config plus `overrides` (not cumulative)."""
         self.release_holds()
         config = self._sandboxed(self.base_config.with_overrides(overrides or {}))
-        self.runtime.close_all()  # every instance process and SSH server of the old state
+        # every instance process and SSH server of the old state, Vast and TensorDock at once
+        await asyncio.gather(self.runtime.end_all(), self.tensordock.runtime.end_all())
         self.state.close()
         self.state = EmulatorState(config, market=self.state.market)
         self.tensordock.reset(config)
@@ -212,7 +213,7 @@ class Emulator:
             # never learns the instance id), then the connection breaks
             await self._hold(fault.latency_s)
         if method != "GET":  # stop/destroy: processes are dead before the answer leaves
-            self.runtime.stop_unwanted(self.state)
+            await self.runtime.stop_unwanted(self.state)
         self._log_call(call, status)
         response = json_response(status, payload, headers)
         if drop:
@@ -308,7 +309,7 @@ class Emulator:
             if not isinstance(data, dict):
                 return json_response(400, {"success": False, "msg": "overrides must be an object"})
             try:
-                self.reset(data)
+                await self.reset(data)
             except (ValueError, TypeError) as exc:
                 return json_response(400, {"success": False, "msg": str(exc)})
             return json_response(200, {"success": True, "config": self.config.public_dict()})
@@ -364,7 +365,7 @@ class Emulator:
             self.state.add_host_fault(fault)
         except FaultError as exc:
             return json_response(400, {"success": False, "msg": str(exc)})
-        self.runtime.stop_unwanted(self.state)  # offline/outbid now: SSH and processes go
+        await self.runtime.stop_unwanted(self.state)  # offline/outbid now: SSH and processes go
         await self.runtime.reconcile(self.state)  # lying_host: nvidia-smi rewritten
         return json_response(200, {"success": True, "fault": fault.to_json()})
 
@@ -395,7 +396,7 @@ class Emulator:
             return json_response(400, {"success": False, "msg": "time cannot go backwards"})
         state.now_offset = float(offset)
         state.sync(state.now(), force=True)
-        self.runtime.stop_unwanted(state)
+        await self.runtime.stop_unwanted(state)
         await self.runtime.reconcile(state)
         await self.tensordock.advance()
         return json_response(200, {"success": True, "offset": state.now_offset, "now": state.now()})

@@ -4,10 +4,11 @@
 tick: an instance whose status is `running` gets its sandbox (sandbox.py: its own PID 1 and
 namespaces), nvidia-smi and SSH server (and its `onstart`, once); any other status (stopped,
 outbid, offline, out of credit) ends its PID 1, hence all its processes, and closes its server;
-a destroyed instance also loses its sandbox. Killing is synchronous, so when DELETE
-/instances/{id}/ answers, the instance's processes are already gone. A PID 1 that ends by itself
-makes the instance `exited`. Trainer faults (control API) are files in the control folder the
-simulated ai-toolkit reads; the tick watches the marker it leaves for an `ssh_drop`.
+a destroyed instance also loses its sandbox. A stop or destroy awaits the end of the instance's
+processes (without blocking the loop), so when DELETE /instances/{id}/ answers, they are gone.
+A PID 1 that ends by itself makes the instance `exited`. Trainer faults (control API) are files
+in the control folder the simulated ai-toolkit reads; the tick watches the marker it leaves for
+an `ssh_drop`.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class HostRuntime(SandboxRuntime[int, Host]):
     async def reconcile(self, state: EmulatorState) -> None:
         if not state.config.ssh:
             return
-        self.stop_unwanted(state)
+        await self.stop_unwanted(state)
         async with self._lock():
             now = state.now()
             for inst in list(state.instances.values()):
@@ -78,6 +79,8 @@ class HostRuntime(SandboxRuntime[int, Host]):
                     continue
                 if inst.intended != "running" or state.status(inst, now)[0] != "running":
                     continue
+                if host is not None and self._ending(host):
+                    continue  # a start right after a stop: once the stop is done
                 if host is None:
                     host = self._make_host(state, inst)
                 if not host.endpoint.serving:
@@ -86,21 +89,22 @@ class HostRuntime(SandboxRuntime[int, Host]):
                     host.sandbox.write_gpus(self.facts(state, inst))
                     host.facts_version = inst.facts_version
 
-    def stop_unwanted(self, state: EmulatorState) -> None:
-        """Synchronous part: kill and close what must not run any more."""
+    def _unwanted(self, state: EmulatorState) -> list[tuple[int, Host, str]]:
+        """(id, host, why) of each host that must stop: destroyed, stopped or exited."""
         now = state.now()
+        doomed = []
         for instance_id, host in list(self.hosts.items()):
             inst = state.instances.get(instance_id)
             if inst is None:
-                self._teardown(host, state, remove=True)
-                del self.hosts[instance_id]
-            elif not (host.endpoint.serving or host.sandbox.running):
+                if id(host) not in self._destroying:
+                    doomed.append((instance_id, host, "destroyed"))
+            elif self._ending(host) or not (host.endpoint.serving or host.sandbox.running):
                 continue
             elif not self._still_runs(inst, now):
-                self._teardown(host, state, remove=False)
-            elif host.sandbox.exited:  # its PID 1 ended by itself: the container exited
-                state.container_exited(inst, now)
-                self._teardown(host, state, remove=False)
+                doomed.append((instance_id, host, "stopped"))
+            elif host.sandbox.exited:
+                doomed.append((instance_id, host, "exited"))
+        return doomed
 
     @staticmethod
     def _still_runs(inst: Instance, now: float) -> bool:
@@ -112,17 +116,10 @@ class HostRuntime(SandboxRuntime[int, Host]):
             and (inst.offline_at is None or now < inst.offline_at)
         )
 
-    def _teardown(self, host: Host, state: EmulatorState, *, remove: bool) -> None:
-        host.sandbox.kill_all()
-        was_serving = host.endpoint.serving
-        host.endpoint.close()
-        for task in host.tasks:
-            task.cancel()
-        host.tasks.clear()
-        if remove:
-            host.sandbox.remove()
-        elif was_serving:
-            state.ports.hold_again(host.port)
+    def _stopping(self, state: EmulatorState, key: int, host: Host, why: str) -> None:
+        inst = state.instances.get(key)
+        if why == "exited" and inst is not None:  # its PID 1 ended by itself
+            state.container_exited(inst, state.now())
 
     @staticmethod
     def facts(state: EmulatorState, inst: Instance) -> nvidia_smi.GpuFacts:
@@ -155,15 +152,9 @@ class HostRuntime(SandboxRuntime[int, Host]):
     async def _start(self, state: EmulatorState, inst: Instance, host: Host) -> None:
         host.sandbox.prepare(self.facts(state, inst), inst.image)
         host.facts_version = inst.facts_version
-        if inst.onstart and not host.onstart_started:  # else PID 1 waits for a first session
-            try:
-                await host.sandbox.start()
-            except SandboxError as exc:
-                log.warning("emulator: instance %d has no sandbox: %s", inst.id, exc)
-                return
         sock = state.ports.take(host.port)
         if sock is None:
-            host.sandbox.kill_all()
+            await host.sandbox.end()
             return
         try:
             await host.endpoint.start(sock)
@@ -180,6 +171,11 @@ class HostRuntime(SandboxRuntime[int, Host]):
     async def _onstart(self, host: Host, script: str, state: EmulatorState, inst: Instance) -> None:
         """Run `onstart` once, detached, inside; its output goes to /var/log/onstart.log there
         (opened inside: the emulator never writes where the instance can plant a symlink)."""
+        try:  # PID 1 starts here, off the reconcile (else with the first SSH session)
+            await host.sandbox.start()
+        except SandboxError as exc:
+            log.warning("emulator: instance %d has no sandbox: %s", inst.id, exc)
+            return
         write_script(host.sandbox.control / ONSTART, script)
         env = host.sandbox.environment(state.instance_environment(inst))
         argv = ["/bin/sh", "-c", f"exec /bin/sh {CONTROL}/{ONSTART} >>{ONSTART_LOG} 2>&1"]

@@ -34,6 +34,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -51,6 +52,8 @@ log = logging.getLogger("gpushop.emulator")
 PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")  # from the emulator's environment; nothing else
 INIT = Path(__file__).with_name("sandbox_init.py")
 STARTUP_TIMEOUT_S = 20.0
+END_TIMEOUT_S = 10  # PID 1 ends within this after SIGKILL, or unshare is killed too
+SLOW_END_S = 2.0  # an end slower than this is logged
 MAX_PIDS = 1024
 TIOCSPTLCK = 0x40045431  # unlock a pty's slave
 TIOCGPTPEER = 0x5441  # open a pty's slave from its master
@@ -192,7 +195,7 @@ class Sandbox:
             err = b""
             init = self._init
             if init is not None:
-                self._kill(init)
+                self._end_blocking(init)  # start-up failed: nothing of it ran yet
                 if init.stderr is not None:
                     with contextlib.suppress(OSError, ValueError):
                         err = init.stderr.read()
@@ -302,32 +305,79 @@ class Sandbox:
         return sorted(found)
 
     # -- the end -------------------------------------------------------------------------------
-    def kill_all(self) -> None:
+    # Ending PID 1 ends the namespace, but the kernel lets PID 1 go only once every process
+    # inside is reaped, which on a loaded machine can take a while: `end` waits without
+    # blocking the loop (other instances and requests go on), `kill_all` for callers off it.
+    async def end(self) -> None:
         """End PID 1, hence every process inside; returns once they are gone. (A PID 1 that
         ended by itself is forgotten here too: `exited` is said once.)"""
-        if self._init is not None:
-            self._kill(self._init)
+        init = self._init
+        if init is not None and self._signal_end(init):
+            started = time.monotonic()
+            if not await _ended(init, END_TIMEOUT_S):
+                self._force_end(init)
+                await _ended(init, END_TIMEOUT_S / 2)
+            self._say_slow(started)
         self._close()
         self._init = None
 
-    def _kill(self, init: subprocess.Popen[bytes]) -> None:
+    def kill_all(self) -> None:
+        """`end` for code off the loop (shutdown after the loop, the probe)."""
+        if self._init is not None:
+            self._end_blocking(self._init)
+        self._close()
+        self._init = None
+
+    def _end_blocking(self, init: subprocess.Popen[bytes]) -> None:
+        if self._signal_end(init):
+            started = time.monotonic()
+            try:
+                init.wait(timeout=END_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._force_end(init)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    init.wait(timeout=END_TIMEOUT_S / 2)
+            self._say_slow(started)
+
+    def _signal_end(self, init: subprocess.Popen[bytes]) -> bool:
+        """SIGKILL to PID 1 alone; False when it had already ended. PID 1 ends after everyone
+        inside, then unshare reaps it and ends. (Killing unshare too would leave PID 1 a zombie
+        of the host's init.) PID 1 cannot have been reaped, hence its pid reused, while unshare
+        lives."""
         if init.poll() is not None:
-            return
+            return False
         self._killed = True
-        # PID 1 alone: it ends after everyone inside, then unshare reaps it and ends. (Killing
-        # unshare too would leave PID 1 a zombie of the host's init.) PID 1 cannot have been
-        # reaped, hence its pid reused, while unshare lives.
         target = self.init_pid if self.init_pid is not None else init.pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, signal.SIGKILL)
-        try:
-            init.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            log.warning("emulator: the sandbox of %s did not end within 10 s", self.path)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(init.pid, signal.SIGKILL)  # --kill-child: PID 1 goes with it
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                init.wait(timeout=5)
+        return True
+
+    def _force_end(self, init: subprocess.Popen[bytes]) -> None:
+        log.warning(
+            "emulator: the sandbox of %s did not end within %d s (left inside: %s)",
+            self.path,
+            END_TIMEOUT_S,
+            self._left_inside(),
+        )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(init.pid, signal.SIGKILL)  # --kill-child: PID 1 goes with it
+
+    def _say_slow(self, started: float) -> None:
+        took = time.monotonic() - started
+        if took > SLOW_END_S:
+            log.warning("emulator: the sandbox of %s took %.1f s to end", self.path, took)
+
+    def _left_inside(self) -> str:
+        """What keeps a dying PID 1 waiting: processes still in its namespace, with their
+        state and parent (a zombie whose parent outside has not reaped it)."""
+        found = []
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+                fields = rest.split()
+                found.append(f"{pid} {name} state {fields[0]} parent {fields[1]}")
+        return "; ".join(found[:10]) or "nothing"
 
     def _close(self) -> None:
         """Let go of what the last run held (PID 1 itself is `kill_all`'s)."""
@@ -354,6 +404,18 @@ class Sandbox:
             sandbox_files.remove_tree(folder)
 
     # -- the process limit -------------------------------------------------------------------
+
+
+async def _ended(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait for `process` to end (polled: it is not the loop's child), at most `timeout`."""
+    deadline = time.monotonic() + timeout
+    pause = 0.002
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
+    return True
 
 
 async def _readline(stream: IO[bytes], timeout: float) -> bytes:

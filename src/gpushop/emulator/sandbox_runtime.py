@@ -42,6 +42,9 @@ class MachineHost(Protocol):
     @property
     def ssh(self) -> SshEndpoint | None: ...
 
+    @property
+    def port(self) -> int | None: ...
+
 
 K = TypeVar("K", int, str)
 H = TypeVar("H", bound=MachineHost)
@@ -58,6 +61,8 @@ class SandboxRuntime(Generic[K, H]):
         self._ticker: asyncio.Task[None] | None = None
         self._lock_obj: asyncio.Lock | None = None
         self.drop_watch: set[K] = set()  # ids with a pending ssh_drop trainer fault
+        self._stops: dict[int, asyncio.Task[None]] = {}  # by id(host): its stop under way
+        self._destroying: set[int] = set()  # id(host) of those whose stop is a destroy
 
     @property
     def root(self) -> Path:
@@ -96,6 +101,68 @@ class SandboxRuntime(Generic[K, H]):
 
     async def reconcile(self, state: Any) -> None:
         raise NotImplementedError
+
+    # -- stopping ------------------------------------------------------------------------------
+    # A machine that must stop closes its SSH at once, then its PID 1 is ended by a task: the
+    # kernel lets a PID 1 go only once every process inside is reaped, which on a loaded machine
+    # can take a while, and meanwhile the loop serves everyone else. The call that started a
+    # stop awaits it, so the answer to a stop or destroy leaves once its processes are gone.
+    def _unwanted(self, state: Any) -> list[tuple[K, H, str]]:
+        """(id, host, why) of each machine that must stop: "destroyed", "stopped", "exited"."""
+        raise NotImplementedError
+
+    def _stopping(self, state: Any, key: K, host: H, why: str) -> None:
+        """What the state learns as a machine stops (subclasses: an exited container)."""
+
+    async def stop_unwanted(self, state: Any) -> None:
+        """Stop what must not run any more; returns once what this call stopped is gone."""
+        started = [
+            self._begin_stop(state, key, host, why) for key, host, why in self._unwanted(state)
+        ]
+        if started:
+            await asyncio.wait(started)  # not gather: a reset may cancel them, not us
+
+    def _ending(self, host: H) -> bool:
+        return self._stops.get(id(host)) is not None
+
+    def _begin_stop(self, state: Any, key: K, host: H, why: str) -> asyncio.Task[None]:
+        self._stopping(state, key, host, why)
+        self._close_doors(host, state, keep_port=why != "destroyed")
+        previous = self._stops.get(id(host))
+
+        async def finish() -> None:
+            if previous is not None:  # a stop under way, and now a destroy
+                await asyncio.wait([previous])
+            await host.sandbox.end()
+            if why == "destroyed" and self.hosts.get(key) is host:
+                host.sandbox.remove()
+                del self.hosts[key]
+
+        task = asyncio.ensure_future(finish())
+        self._stops[id(host)] = task
+        if why == "destroyed":
+            self._destroying.add(id(host))
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._stops.get(id(host)) is task:
+                del self._stops[id(host)]
+                self._destroying.discard(id(host))
+
+        task.add_done_callback(done)
+        return task
+
+    @staticmethod
+    def _close_doors(host: H, state: Any, *, keep_port: bool) -> None:
+        """No SSH any more (its port held again for a restart), no onstart."""
+        endpoint = host.ssh
+        was_serving = endpoint is not None and endpoint.serving
+        if endpoint is not None:
+            endpoint.close()
+        for task in host.tasks:
+            task.cancel()
+        host.tasks.clear()
+        if keep_port and was_serving and host.port is not None:
+            state.ports.hold_again(host.port)
 
     # -- trainer faults (the simulated ai-toolkit reads and writes <sandbox>/.emulator/) -------
     def _checked_id(self, state: Any, raw: Any) -> K:
@@ -165,9 +232,23 @@ class SandboxRuntime(Generic[K, H]):
             host.sandbox.remove()
         self.hosts.clear()
         self.drop_watch.clear()
+        self._stops.clear()
+        self._destroying.clear()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
+
+    async def end_all(self) -> None:
+        """`close_all` on the loop: every PID 1 is ended at once and awaited without blocking
+        the loop, then the rest is closed. Stops under way are cancelled first: their host's
+        id may soon name a new machine, whose folders they must not remove."""
+        pending = list(self._stops.values())
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        await asyncio.gather(*(host.sandbox.end() for host in list(self.hosts.values())))
+        self.close_all()
 
     async def aclose(self) -> None:
         if self._ticker is not None:
@@ -175,7 +256,7 @@ class SandboxRuntime(Generic[K, H]):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._ticker
             self._ticker = None
-        self.close_all()
+        await self.end_all()
 
 
 def control_error(status: int, msg: str) -> ApiError:

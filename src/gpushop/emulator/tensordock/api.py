@@ -159,7 +159,7 @@ class TensorDock:
         if drop and fault is not None and fault.latency_s > 0:
             await hold(fault.latency_s)
         if method != "GET":  # stop/delete: the VM's processes are dead before the answer
-            self.runtime.stop_unwanted(self.state)
+            await self.runtime.stop_unwanted(self.state)
         # A VM this answer shows booted (its IP) already accepts SSH: the handler's clock ran
         # after the reconcile above.
         await self.runtime.reconcile(self.state)
@@ -318,7 +318,7 @@ class TensorDock:
                 state.add_fault(fault)
             except FaultError as exc:
                 return 400, {"success": False, "msg": str(exc)}
-            self.runtime.stop_unwanted(state)
+            await self.runtime.stop_unwanted(state)
             await self.runtime.reconcile(state)
             return 200, {"success": True, "fault": fault.to_json()}
         if (method, action) == ("DELETE", "faults"):
@@ -340,7 +340,7 @@ class TensorDock:
     async def advance(self) -> None:
         """After the control clock moved: apply what is due, end what must not run."""
         self.state.sync(self.state.now())
-        self.runtime.stop_unwanted(self.state)
+        await self.runtime.stop_unwanted(self.state)
         await self.runtime.reconcile(self.state)
 
 

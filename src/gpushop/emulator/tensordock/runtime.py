@@ -125,7 +125,7 @@ class VmRuntime(SandboxRuntime[str, VmHost]):
     async def reconcile(self, state: TdState) -> None:
         if not state.config.ssh:
             return
-        self.stop_unwanted(state)
+        await self.stop_unwanted(state)
         async with self._lock():
             now = state.now()
             for vm in list(state.vms.values()):
@@ -134,6 +134,8 @@ class VmRuntime(SandboxRuntime[str, VmHost]):
                     continue
                 if vm.windows or not state.runs(vm, now):
                     continue
+                if host is not None and self._ending(host):
+                    continue  # a start right after a stop: once the stop is done
                 if host is None:
                     host = self._make_host(state, vm)
                 if not host.up:
@@ -142,29 +144,22 @@ class VmRuntime(SandboxRuntime[str, VmHost]):
                     self._write_gpus(host, vm)
                     host.facts_version = vm.facts_version
 
-    def stop_unwanted(self, state: TdState) -> None:
+    def _unwanted(self, state: TdState) -> list[tuple[str, VmHost, str]]:
         now = state.now()
+        doomed = []
         for vm_id, host in list(self.hosts.items()):
             vm = state.vms.get(vm_id)
             if vm is None:
-                self._teardown(host, state, remove=True)
-                del self.hosts[vm_id]
+                if id(host) not in self._destroying:
+                    doomed.append((vm_id, host, "destroyed"))
+            elif self._ending(host):
+                continue
             elif (host.up or host.sandbox.running) and not state.runs(vm, now):
-                self._teardown(host, state, remove=False)
+                doomed.append((vm_id, host, "stopped"))
+        return doomed
 
-    def _teardown(self, host: VmHost, state: TdState, *, remove: bool) -> None:
-        host.sandbox.kill_all()
-        was_serving = host.endpoint is not None and host.endpoint.serving
-        if host.endpoint is not None:
-            host.endpoint.close()
+    def _stopping(self, state: TdState, key: str, host: VmHost, why: str) -> None:
         host.up = False
-        for task in host.tasks:
-            task.cancel()
-        host.tasks.clear()
-        if remove:
-            host.sandbox.remove()
-        elif was_serving and host.port is not None:
-            state.ports.hold_again(host.port)
 
     def _make_host(self, state: TdState, vm: Vm) -> VmHost:
         iso = isolation.for_instances(state.config.sftp)
