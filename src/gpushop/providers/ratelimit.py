@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -96,6 +97,11 @@ class RateLimiter:
             await bucket.acquire()
 
 
+# The longest queue a shared bucket's file is believed to hold. Real queues are a few calls deep
+# (each waiting process reserves one slot); anything deeper was written by a bug or a wrong clock.
+MAX_QUEUE_WAIT_S = 120.0
+
+
 class SharedTokenBucket:
     """A token bucket shared by every gpushop process on this machine using the same key.
 
@@ -114,12 +120,9 @@ class SharedTokenBucket:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.read(fd, 256).decode(errors="replace").split()
+            raw = os.read(fd, 256).decode(errors="replace")
             now = time.time()
-            try:
-                tokens, updated = float(raw[0]), float(raw[1])
-            except (IndexError, ValueError):
-                tokens, updated = float(self.limit.burst), now
+            tokens, updated = self._read_state(raw, now)
             if self.limit.interval_s > 0:
                 refill = (now - updated) / self.limit.interval_s
                 tokens = min(float(self.limit.burst), tokens + refill)
@@ -132,6 +135,29 @@ class SharedTokenBucket:
         finally:
             os.close(fd)  # closing releases the lock
         return tokens
+
+    def _read_state(self, raw: str, now: float) -> tuple[float, float]:
+        """The stored (tokens, time), clamped to what can be true, so that a bad file costs at
+        most a short wait: any process may have written it, the clock may have stepped back, a
+        crash may have left half of it."""
+        fresh = (float(self.limit.burst), now)
+        try:
+            text_tokens, text_updated = raw.split()[:2]
+            tokens, updated = float(text_tokens), float(text_updated)
+        except ValueError:  # empty, one field, or not numbers
+            return fresh
+        if not (math.isfinite(tokens) and math.isfinite(updated)):
+            return fresh  # `-inf` would be an endless wait, `nan` poisons every refill
+        # A time in the future means the clock stepped back since it was written: count no
+        # refill rather than a negative one (which would queue every process for that long).
+        updated = min(updated, now)
+        return max(self._min_tokens(), min(tokens, float(self.limit.burst))), updated
+
+    def _min_tokens(self) -> float:
+        """The deepest queue believed: at most MAX_QUEUE_WAIT_S of reserved slots."""
+        if self.limit.interval_s <= 0:
+            return 0.0
+        return -max(1.0, MAX_QUEUE_WAIT_S / self.limit.interval_s)
 
     def _reserve(self) -> float:
         """Take a token (possibly a future one); returns how long to wait for it."""
