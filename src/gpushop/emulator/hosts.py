@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from gpushop.emulator import isolation, nvidia_smi
+from gpushop.emulator import inside_files, isolation, nvidia_smi
 from gpushop.emulator.sandbox import Sandbox, SandboxError
 from gpushop.emulator.sandbox_files import CONTROL, write_script
 from gpushop.emulator.sandbox_runtime import (
@@ -135,7 +135,11 @@ class HostRuntime(SandboxRuntime[int, Host]):
 
         def authorized() -> list[str]:
             live = state.instances.get(inst.id)
-            return [k["public_key"] for k in live.keys] if live is not None else []
+            if live is None:
+                return []
+            # and the container's own ~/.ssh/authorized_keys (SkyPilot appends from onstart)
+            inside = inside_files.authorized_keys(sandbox.path, sandbox.home)
+            return [k["public_key"] for k in live.keys] + inside
 
         def environment() -> dict[str, str]:
             return sandbox.environment(state.instance_environment(inst))
