@@ -8,9 +8,11 @@ are the variable names, in either case (``VASTAI_URL = "..."`` or ``vastai_url =
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -63,7 +65,7 @@ class _ProfileSource(PydanticBaseSettingsSource):
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"profile file {path} does not exist") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read profile file {path}: {exc}") from None
         known = set(settings_cls.model_fields)
         for key, value in raw.items():
@@ -175,6 +177,40 @@ def mask(value: str) -> str:
     return "****" + value[-4:]
 
 
+def mask_url(text: str) -> str:
+    """``scheme://user:****@host/...``: a URL's password hidden, everything else kept (so the
+    host and database stay readable). Text that is no URL, or has no password, is unchanged."""
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:  # a malformed port or bracket: no password can be told apart
+        return text
+    if not parts.scheme or not password:
+        return text
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{hostinfo}"))
+
+
+# Values that are credentials whatever the variable is called: the well-known token prefixes
+# (Hugging Face, OpenAI/Anthropic, GitHub, GitLab, Slack, AWS access keys, npm, PyPI, our own
+# service tokens and webhook secrets), each followed by enough token characters that an
+# ordinary word (``sk-learn``) is not taken for one. Searched anywhere in the value, so that
+# ``--token hf_...`` inside a longer value counts too.
+_TOKEN_VALUE = re.compile(
+    r"(?<![\w./-])(?:"
+    r"(?:hf_|gh[pousr]_|npm_)[A-Za-z0-9]{20,}"  # alphanumeric bodies: no `hf_model_v2` path
+    r"|(?:sk-|glpat-|xox[abposr]-|pypi-|gps_)[\w-]{20,}"
+    r"|github_pat_\w{40,}|whsec_[A-Za-z0-9+/=]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16})"
+)
+
+
+def looks_like_credential(value: str) -> bool:
+    """Whether a value carries a credential: a URL with a password, or a well-known token."""
+    value = value.strip()
+    return _TOKEN_VALUE.search(value) is not None or mask_url(value) != value
+
+
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
     """(VARIABLE, shown value, source) for ``gpushop config``; secrets masked."""
     profile = _active_profile_path()
@@ -199,5 +235,6 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
             shown = str(value)
         if name == "gpushop_db_url" and value is None:
             shown = f"{settings.db_url} (default)"
+        shown = mask_url(shown)  # GPUSHOP_DB_URL and any other URL may carry a password
         rows.append((env_name, shown, source))
     return rows

@@ -1,8 +1,9 @@
 """What a job is, as stored: plain JSON, no secrets.
 
-Environment values that look like credentials (``HF_TOKEN``...) are stored by NAME only and read
-from the local environment each time the job is launched, so a resumed job can launch again but
-the store never holds the value.
+Environment values that look like credentials (a name such as ``HF_TOKEN``, or a value such as
+``hf_...`` or a URL with a password) are stored by NAME only and read from the local environment
+each time the job is launched, so a resumed job can launch again but the store never holds the
+value.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gpushop.config import looks_like_credential
 from gpushop.errors import UsageError
 
 JOB_ROOT = "/workspace/.gpushop/jobs"
@@ -103,7 +105,9 @@ def parse_env(items: list[str]) -> tuple[dict[str, str], list[str], dict[str, st
             if key not in os.environ:
                 raise UsageError(f"--env {key}: not set in your environment")
             names.append(key)
-        elif _SECRET_NAME.search(key):
+        elif _SECRET_NAME.search(key) or looks_like_credential(value):
+            # by its name (HF_TOKEN) or by its value (hf_..., a URL with a password): either
+            # way it goes over SSH at launch and is stored by name only
             secret[key] = value
             names.append(key)
         else:
