@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,59 @@ def test_planted_symlinks_and_fifos_are_never_followed(
         until(done.exists, "onstart")
         assert refused(row["ssh_port"], theirs)
         assert ssh_run(row["ssh_port"], key, "echo ok").stdout == "ok\n"
+
+
+# -- runtype args: an entrypoint, and sshd only when it starts one ------------------------------
+def args_instance(client: httpx.Client, script: str, **body: Any) -> int:
+    """dstack's way: onstart is the entrypoint, args its arguments."""
+    offer = cheapest(client)
+    return create(
+        client, offer["id"], runtype="args", onstart="/bin/sh", args=["-c", script], **body
+    )
+
+
+def ssh_closed(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_the_entrypoint_runs_and_its_exit_ends_the_container(
+    instant: EmulatorThread, client: httpx.Client
+) -> None:
+    script = "echo x >> /root/runs; /bin/sleep infinity & exit 3"
+    instance_id = args_instance(client, script)
+    row = wait_status(client, instance_id, "exited")
+    assert row["intended_status"] == "running" and row["image_runtype"] == "args"
+    assert row["image_args"] == ["-c", script] and row["onstart"] == "/bin/sh"
+    sandbox = sandbox_of(instant, instance_id)
+    assert (sandbox / "root" / "runs").read_text() == "x\n"
+    # what it left behind ended with it
+    until(lambda: not instant.control.instance(instance_id)["processes"], "the container's end")
+    # a start runs the container, hence the entrypoint, again
+    client.put(f"/api/v0/instances/{instance_id}/", json={"state": "running"})
+    until(lambda: (sandbox / "root" / "runs").read_text() == "x\nx\n", "the second run")
+    wait_status(client, instance_id, "exited")
+
+
+def test_no_sshd_unless_the_entrypoint_starts_one(
+    instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey
+) -> None:
+    register(client, key)
+    quiet = args_instance(client, "touch /root/up; exec /bin/sleep infinity")
+    row = wait_status(client, quiet, "running")
+    until((sandbox_of(instant, quiet) / "root" / "up").exists, "the entrypoint")
+    assert "22/tcp" in row["ports"]  # published, but nothing listens
+    assert ssh_closed(row["ssh_port"])
+    assert instant.control.instance(quiet)["ssh_listening"] is False
+    for script in ("sshd; exec /bin/sleep infinity", "exec sshd -D"):
+        instance_id = args_instance(client, script)
+        row = wait_status(client, instance_id, "running")
+        until(lambda: instant.control.instance(instance_id)["ssh_listening"], "sshd")  # noqa: B023
+        result = ssh_run(row["ssh_port"], key, "echo $VAST_CONTAINERLABEL")
+        assert result.stdout == f"C.{instance_id}\n"
+    # sshd -D stays in the foreground: the container keeps running; a stop closes SSH again
+    client.put(f"/api/v0/instances/{instance_id}/", json={"state": "stopped"})
+    assert ssh_closed(row["ssh_port"])

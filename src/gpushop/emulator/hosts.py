@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from gpushop.emulator import inside_files, isolation, nvidia_smi
+from gpushop.emulator import entrypoint, inside_files, isolation, nvidia_smi
+from gpushop.emulator.entrypoint import Entrypoint
 from gpushop.emulator.sandbox import Sandbox, SandboxError
 from gpushop.emulator.sandbox_files import CONTROL, write_script
 from gpushop.emulator.sandbox_runtime import (
@@ -50,6 +51,7 @@ class Host:
     facts_version: int = -1
     onstart_started: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    entry: Entrypoint = field(default_factory=Entrypoint)  # runtype args: its main process
 
     @property
     def ssh(self) -> SshEndpoint:
@@ -154,6 +156,8 @@ class HostRuntime(SandboxRuntime[int, Host]):
         return host
 
     async def _start(self, state: EmulatorState, inst: Instance, host: Host) -> None:
+        if entrypoint.is_args(inst.runtype) and not self._start_args(state, inst, host):
+            return  # SSH only once the entrypoint ran sshd
         host.sandbox.prepare(self.facts(state, inst), inst.image)
         host.facts_version = inst.facts_version
         sock = state.ports.take(host.port)
@@ -166,11 +170,24 @@ class HostRuntime(SandboxRuntime[int, Host]):
             sock.close()
             log.warning("emulator: SSH for instance %d did not start: %s", inst.id, exc)
             return
-        if inst.onstart and not host.onstart_started:
+        if inst.onstart and not host.onstart_started and not entrypoint.is_args(inst.runtype):
             host.onstart_started = True
             task = asyncio.ensure_future(self._onstart(host, inst.onstart, state, inst))
             host.tasks.add(task)
             task.add_done_callback(host.tasks.discard)
+
+    def _start_args(self, state: EmulatorState, inst: Instance, host: Host) -> bool:
+        """runtype args: the entrypoint once per run (entrypoint.py); True once it ran sshd."""
+        if host.entry.started_for(inst.run_requested_at):
+            return host.entry.sshd_started(host.sandbox)
+        host.sandbox.prepare(self.facts(state, inst), inst.image)
+        host.facts_version = inst.facts_version
+        host.entry.prepare(host.sandbox)
+        host.entry.run = inst.run_requested_at
+        task = asyncio.ensure_future(entrypoint.main(host.entry, host.sandbox, state, inst))
+        host.tasks.add(task)
+        task.add_done_callback(host.tasks.discard)
+        return False
 
     async def _onstart(self, host: Host, script: str, state: EmulatorState, inst: Instance) -> None:
         """Run `onstart` once, detached, inside; its output goes to /var/log/onstart.log there

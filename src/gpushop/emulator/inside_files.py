@@ -26,10 +26,12 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def read_inside(root: Path, inside: str, limit: int = MAX_READ) -> bytes | None:
+def read_inside(
+    root: Path, inside: str, limit: int = MAX_READ, *, from_end: bool = False
+) -> bytes | None:
     """The file at `inside` (absolute, as the instance sees it) under the instance's root folder
-    `root`, at most `limit` bytes; None when it is missing, is not a regular file, or a
-    component of its path is a symlink."""
+    `root`, at most `limit` bytes (its last ones with `from_end`); None when it is missing, is
+    not a regular file, or a component of its path is a symlink."""
     parts = [part for part in inside.split("/") if part]
     if not parts or any(part in (".", "..") for part in parts):
         return None
@@ -48,8 +50,11 @@ def read_inside(root: Path, inside: str, limit: int = MAX_READ) -> bytes | None:
     finally:
         os.close(fd)
     try:
-        if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+        info = os.fstat(file_fd)
+        if not stat.S_ISREG(info.st_mode):
             return None
+        if from_end and info.st_size > limit:
+            os.lseek(file_fd, info.st_size - limit, os.SEEK_SET)
         chunks: list[bytes] = []
         left = limit
         while left > 0:
