@@ -7,7 +7,7 @@ VASTAI_VENV := .venv-vastai
 VASTAI_STAMP := $(VASTAI_VENV)/.installed
 VASTAI_VERSION := 1.9.1
 
-.PHONY: all demo test lint bench clean venv vastai-cli
+.PHONY: all demo test fuzz lint bench clean venv vastai-cli
 
 all: test
 
@@ -48,6 +48,12 @@ PYTEST_ARGS ?=
 test: $(STAMP) $(VASTAI_STAMP) lint
 	VASTAI_CLI=$(CURDIR)/$(VASTAI_VENV)/bin/vastai $(BIN)/pytest -q -n $(PYTEST_WORKERS) \
 		--dist worksteal --durations=15 $(PYTEST_ARGS)
+
+# The property tests (tests/property) with ~100,000 random examples instead of make test's 330
+# derandomized ones; no per-test timeout. Figures: README "Tests".
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal --timeout=0 \
+		--hypothesis-show-statistics $(PYTEST_ARGS) tests/property
 
 bench: $(STAMP) $(VASTAI_STAMP)
 	VASTAI_CLI=$(CURDIR)/$(VASTAI_VENV)/bin/vastai $(BIN)/python benchmarks/run.py

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import typer
 from click import exceptions as click_exc
@@ -68,9 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+_command: tuple[int, Any] | None = None
+
+
+def _click_command() -> Any:
+    """The click command typer builds from ``app`` (what ``app(...)`` would build on every call:
+    160 ms of signatures), built once per process and again only when commands were added.
+    Tests call ``main`` thousands of times in one process."""
+    global _command
+    count = len(app.registered_commands) + len(app.registered_groups)
+    if _command is None or _command[0] != count:
+        _command = (count, typer.main.get_command(app))
+    return _command[1]
+
+
 def run(argv: list[str] | None) -> int:
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="gpushop")
+        result = _click_command()(args=argv, standalone_mode=False, prog_name="gpushop")
     except click_exc.NoArgsIsHelpError:
         return 2  # typer has printed the help already
     except click_exc.UsageError as exc:

@@ -27,6 +27,9 @@ DEFAULT_LIMIT = 64
 """Offers returned when a query gives no `limit`: the reference documents no server default (every
 client sends one); 64 keeps anonymous raw queries cheap. Documented in docs/emulator.md."""
 
+MAX_LIMIT = 2**31 - 1
+"""A larger `limit` is read as this one (the market holds at most 20,000 offers)."""
+
 BAD_QUERY = "Invalid query: must be dict of conditions"
 
 OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -195,7 +198,8 @@ def compile_query(raw: Any) -> Query:
             number = _number(spec, "limit")
             if number < 0:
                 raise QueryError("Invalid query: limit must be >= 0")
-            limit = int(number)
+            # any limit past the market's size means "all"; islice() refuses > sys.maxsize
+            limit = int(min(number, MAX_LIMIT))
         elif key == "type":
             if spec is None:
                 continue
