@@ -72,6 +72,7 @@ class Call:
     auth: str | None  # "bearer" | "param" | None
     key_valid: bool
     _json: Any = field(default=_UNSET)
+    base_url: str = ""  # the emulator's root as the client reached it (result_url)
 
     def json(self, *, search: bool = False) -> Any:
         """The JSON body ({} when empty: clients send {} or nothing on DELETE/PUT)."""

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gpushop.emulator import isolation
+from gpushop.emulator import instance_ops, invoices, isolation, results
 from gpushop.emulator.api import HANDLERS, Call
 from gpushop.emulator.config import EmulatorConfig
 from gpushop.emulator.errors import ApiError
@@ -83,6 +83,7 @@ class Emulator:
         self.requests: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self._holds: asyncio.Event | None = None  # set to end every held answer at once
         self.runtime = HostRuntime()
+        self.ops = instance_ops.InstanceOps()  # reboot, recycle, bid, execute; result URLs
         # TensorDock v2 under /tensordock/api/v2, on the same simulated clock
         self.tensordock = TensorDock(config, lambda: self.state.now())
 
@@ -123,6 +124,7 @@ class Emulator:
         self.release_holds()
         config = self._sandboxed(self.base_config.with_overrides(overrides or {}))
         # every instance process and SSH server of the old state, Vast and TensorDock at once
+        await self.ops.reset()
         await asyncio.gather(self.runtime.end_all(), self.tensordock.runtime.end_all())
         self.state.close()
         self.state = EmulatorState(config, market=self.state.market)
@@ -143,6 +145,16 @@ class Emulator:
         await self.runtime.reconcile(self.state)
         request = Request(scope, receive)
         path: str = scope["path"]
+        if path.startswith(results.PREFIX):  # result_url of execute / request_logs
+            text = self.ops.results.get(path)
+            found = text is not None
+            reply = Response(
+                text if found else results.NO_SUCH_KEY,
+                200 if found else 404,
+                media_type="text/plain" if found else "application/xml",
+            )
+            await reply(scope, receive, send)
+            return
         if path == "/_emulator" or path.startswith("/_emulator/"):
             response = await self._control(request)
             await response(scope, receive, send)
@@ -195,6 +207,7 @@ class Emulator:
             body=body,
             auth=auth,
             key_valid=state.is_key(key),
+            base_url=str(request.base_url),
         )
         fault = self.faults.take(endpoint)
         drop = False
@@ -249,7 +262,7 @@ class Emulator:
         elif route.auth == "optional" and key is not None and not call.key_valid:
             return 404, dict(AUTH_INVALID), None  # search answers 404 for a bad key
         try:
-            status, payload = HANDLERS[route.name](self, call)
+            status, payload = _HANDLERS[route.name](self, call)
         except ApiError as exc:
             return exc.status, exc.body, None
         return status, payload, None
@@ -400,6 +413,9 @@ class Emulator:
         await self.runtime.reconcile(state)
         await self.tensordock.advance()
         return json_response(200, {"success": True, "offset": state.now_offset, "now": state.now()})
+
+
+_HANDLERS = {**HANDLERS, **instance_ops.HANDLERS, **invoices.HANDLERS}
 
 
 def _credentials(request: Request) -> tuple[str | None, str | None]:

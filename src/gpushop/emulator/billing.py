@@ -9,7 +9,7 @@ is not simulated. `GET /api/v0/charges/` renders the same figures per instance.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 HOUR = 3600.0
@@ -30,6 +30,8 @@ class Usage:
     disk_gb: float
     created_at: float
     ended_at: float | None = None  # destroyed
+    # earlier GPU rates, oldest first: (until, $/h) — a bid change (instance_ops.py)
+    earlier_rates: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def disk_rate(self) -> float:
@@ -49,10 +51,23 @@ def disk_span(usage: Usage, now: float) -> Span:
     return (usage.created_at, usage.ended_at if usage.ended_at is not None else now)
 
 
+def rate_periods(usage: Usage, start: float, end: float) -> list[tuple[float, float, float]]:
+    """(from, to, $/h) of each GPU rate within [start, end]: one unless the bid changed."""
+    periods, lo = [], float("-inf")
+    for until, rate in [*usage.earlier_rates, (float("inf"), usage.gpu_rate)]:
+        if min(until, end) > max(lo, start):
+            periods.append((max(lo, start), min(until, end), rate))
+        lo = until
+    return periods
+
+
 def cost(usage: Usage, spans: Iterable[Span], start: float, end: float, now: float) -> float:
     """USD the instance cost between `start` and `end` (times after `now` do not count)."""
     end = min(end, now)
-    gpu = gpu_seconds(spans, start, end) / HOUR * usage.gpu_rate
+    spans = list(spans)
+    gpu = sum(
+        gpu_seconds(spans, lo, hi) / HOUR * rate for lo, hi, rate in rate_periods(usage, start, end)
+    )
     disk = overlap(disk_span(usage, now), start, end) / HOUR * usage.disk_rate
     return gpu + disk
 
@@ -74,19 +89,15 @@ def charge(
     lo, hi = max(lo, start), min(hi, end, now)
     if hi <= lo:
         return None
-    gpu_s = gpu_seconds(spans, lo, hi)
     items: list[dict[str, Any]] = []
-    if gpu_s > 0:
-        hours = gpu_s / HOUR
-        items.append(
-            _item(
-                lo,
-                hi,
-                "gpu",
-                f"{hours:.3f} hours at ${usage.gpu_rate:.3f}/hour",
-                hours * usage.gpu_rate,
+    for start_at, end_at, rate in rate_periods(usage, lo, hi):  # one item per bid price
+        hours = gpu_seconds(spans, start_at, end_at) / HOUR
+        if hours > 0:
+            items.append(
+                _item(
+                    start_at, end_at, "gpu", f"{hours:.3f} hours at ${rate:.3f}/hour", hours * rate
+                )
             )
-        )
     days = (hi - lo) / DAY
     items.append(
         _item(

@@ -52,6 +52,8 @@ class Host:
     onstart_started: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     entry: Entrypoint = field(default_factory=Entrypoint)  # runtype args: its main process
+    run: float | None = None  # the instance's run_requested_at it serves (a reboot changes it)
+    container: int = 0  # the instance's container it holds (a recycle changes it)
 
     @property
     def ssh(self) -> SshEndpoint:
@@ -100,10 +102,16 @@ class HostRuntime(SandboxRuntime[int, Host]):
             if inst is None:
                 if id(host) not in self._destroying:
                     doomed.append((instance_id, host, "destroyed"))
-            elif self._ending(host) or not (host.endpoint.serving or host.sandbox.running):
+            elif self._ending(host):
+                continue
+            elif host.container != inst.container:  # recycle: this container goes
+                doomed.append((instance_id, host, "recycled"))
+            elif not (host.endpoint.serving or host.sandbox.running):
                 continue
             elif not self._still_runs(inst, now):
                 doomed.append((instance_id, host, "stopped"))
+            elif host.endpoint.serving and host.run != inst.run_requested_at:  # reboot
+                doomed.append((instance_id, host, "rebooted"))
             elif host.sandbox.exited:
                 doomed.append((instance_id, host, "exited"))
         return doomed
@@ -151,6 +159,7 @@ class HostRuntime(SandboxRuntime[int, Host]):
             host_key=host_key,
             endpoint=SshEndpoint(sandbox, host_key, authorized, environment),
             port=inst.ssh_port,
+            container=inst.container,
         )
         self.hosts[inst.id] = host
         return host
@@ -160,6 +169,7 @@ class HostRuntime(SandboxRuntime[int, Host]):
             return  # SSH only once the entrypoint ran sshd
         host.sandbox.prepare(self.facts(state, inst), inst.image)
         host.facts_version = inst.facts_version
+        host.run = inst.run_requested_at
         sock = state.ports.take(host.port)
         if sock is None:
             await host.sandbox.end()

@@ -38,6 +38,10 @@ LIMITS: dict[str, Limit] = {
     "GET /api/v0/instances/{id}/ssh/": Limit(2.0),
     "DELETE /api/v0/instances/{id}/ssh/{key_id}/": Limit(2.0),
     "GET /api/v0/template/": Limit(1.9),  # profile low_volume_burst; the writes list none
+    "PUT /api/v0/instances/reboot/{id}/": Limit(1.0),
+    "PUT /api/v0/instances/recycle/{id}/": Limit(1.0),
+    "PUT /api/v0/instances/command/{id}/": Limit(1.5),
+    "PUT /api/v0/instances/bid_price/{id}/": Limit(5.5),
     # GET /api/v0/gpu_names/unique/ has no limit: the CLI fetches it on every start.
 }
 

@@ -56,6 +56,15 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/template/", "update_template", "required"),  # CLI 1.9.1
     Route("PUT", "/api/v0/template/", "update_template", "required"),  # older CLIs, OAPI
     Route("DELETE", "/api/v0/template/", "delete_template", "required"),
+    # instance_ops.py
+    Route("PUT", "/api/v0/instances/reboot/{id}/", "reboot_instance", "required"),
+    Route("PUT", "/api/v0/instances/recycle/{id}/", "recycle_instance", "required"),
+    Route("PUT", "/api/v0/instances/bid_price/{id}/", "change_bid", "required"),
+    Route("PUT", "/api/v0/instances/command/{id}/", "execute_command", "required"),
+    # invoices.py
+    Route("GET", "/api/v0/users/me/invoices/", "invoices_legacy", "login"),
+    Route("GET", "/api/v1/invoices/", "invoices_v1", "login"),
+    Route("GET", "/api/v0/invoices/", "invoices_search", "login"),
 )
 
 

@@ -134,7 +134,8 @@ class SandboxRuntime(Generic[K, H]):
             if previous is not None:  # a stop under way, and now a destroy
                 await asyncio.wait([previous])
             await host.sandbox.end()
-            if why == "destroyed" and self.hosts.get(key) is host:
+            # destroyed: gone; recycled: the next start makes a fresh container (instance_ops)
+            if why in ("destroyed", "recycled") and self.hosts.get(key) is host:
                 host.sandbox.remove()
                 del self.hosts[key]
 

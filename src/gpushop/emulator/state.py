@@ -157,6 +157,7 @@ class Instance:
     # Vast injects a key limited to this instance as CONTAINER_API_KEY (docs: hello-world);
     # it may manage this instance only, so an on-instance watchdog can stop itself
     api_key: str = ""
+    container: int = 0  # bumped by a recycle: a fresh container from the image (instance_ops.py)
 
 
 def parse_env(value: Any) -> list[list[str]]:
