@@ -147,7 +147,7 @@ def up(
     )
     progress = _progress()
 
-    async def go() -> Rental:
+    async def go() -> tuple[Rental, datetime | None]:
         from gpushop.fleet.reconcile import reconcile
         from gpushop.shop import Shop
 
@@ -155,10 +155,22 @@ def up(
             report = await reconcile(shop.store, shop.provider_map())
             for entry in report.actions:
                 progress(f"reconcile: {entry['kind']} {entry['rental_id'] or entry['instance_id']}")
-            return await shop.provisioner().up(opts, progress)
+            rental = await shop.provisioner().up(opts, progress)
+            return rental, shop.store.last_reconcile(rental.provider)
+
+    from gpushop.fleet.enforcement import (
+        has_watchdog,
+        only_reconcile_note,
+        overdue_warning,
+        watched_lately,
+    )
 
     started = time.monotonic()
-    rental = run_async(go())
+    rental, last_reconcile = run_async(go())
+    unguarded = not has_watchdog(rental)
+    now = datetime.now(UTC)
+    if unguarded and not watched_lately(last_reconcile, now):
+        warn(overdue_warning(rental.provider, last_reconcile, now))
     if as_json:
         print_json(summary(rental))
         return
@@ -173,6 +185,8 @@ def up(
             f"   (or: gpushop ssh {rental.id})"
         )
     print(f"  release: gpushop down {rental.id}")
+    if unguarded:
+        print(f"  {only_reconcile_note(rental.provider)}")
 
 
 def ps(
@@ -180,6 +194,7 @@ def ps(
     as_json: JsonOpt = False,
 ) -> None:
     """Your rentals, with their cost so far."""
+    from gpushop.fleet.enforcement import has_watchdog
     from gpushop.models import RentalState
     from gpushop.store import Store
     from gpushop.store.costs import accrued_cost
@@ -189,6 +204,12 @@ def ps(
     try:
         live = None if all_ else [st for st in RentalState if not st.terminal]
         rentals = store.list(states=live)
+        # when `reconcile` last watched each provider that has rentals with no watchdog
+        last_reconcile = {
+            r.provider: store.last_reconcile(r.provider)
+            for r in rentals
+            if not r.state.terminal and not has_watchdog(r)
+        }
     finally:
         store.close()
     now = datetime.now(UTC)
@@ -209,6 +230,8 @@ def ps(
                 "ssh_host": r.ssh_host,
                 "ssh_port": r.ssh_port,
                 "label": r.label,
+                # false: no on-instance watchdog, only `gpushop reconcile` ends it in time
+                "watchdog": has_watchdog(r),
             }
         )
     if as_json:
@@ -235,8 +258,22 @@ def ps(
             "-" if r.state.terminal else _dur(max(left, 0)),
         )
     console().print(table)
+    _watchdog_notes(rentals, last_reconcile)
     if any(r.state.value == "stopped" for r in rentals):
         warn("stopped rentals still bill storage: release them with `gpushop down`")
+
+
+def _watchdog_notes(rentals: list[Rental], last_reconcile: dict[str, datetime | None]) -> None:
+    """Say which live rentals only `reconcile` bounds, and warn when none has watched their
+    provider lately (``last_reconcile``: per such provider)."""
+    from gpushop.fleet.enforcement import only_reconcile_note, overdue_warning, watched_lately
+
+    now = datetime.now(UTC)
+    for name, last in sorted(last_reconcile.items()):
+        ids = [r.id for r in rentals if r.provider == name and not r.state.terminal]
+        print(f"{', '.join(ids)}: {only_reconcile_note(name)}")
+        if not watched_lately(last, now):
+            warn(overdue_warning(name, last, now))
 
 
 def _dur(seconds: float) -> str:
@@ -309,7 +346,7 @@ def reconcile_cmd(
     async def once(shop: Shop) -> dict[str, Any]:
         from gpushop.fleet.reconcile import reconcile
 
-        report = await reconcile(shop.store, shop.provider_map(), dry_run=dry_run)
+        report = await reconcile(shop.store, shop.provider_map(), dry_run=dry_run, record=True)
         return report.as_json()
 
     async def go() -> int:

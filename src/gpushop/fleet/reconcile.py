@@ -46,7 +46,10 @@ async def reconcile(
     dry_run: bool = False,
     now: datetime | None = None,
     owner: Owner | None = None,
+    record: bool = False,
 ) -> ReconcileReport:
+    """``record``: note in the store that each provider was watched (``gpushop reconcile``;
+    not `up`'s own pass, which protects nothing once `up` has returned)."""
     report = ReconcileReport(dry_run=dry_run)
     try:
         with store.reconcile_lock(wait=False):
@@ -54,6 +57,8 @@ async def reconcile(
                 if not provider.has_credentials:
                     continue
                 await _one(store, name, provider, report, now or datetime.now(UTC), owner)
+                if record and not dry_run:
+                    store.record_reconcile(name, now or datetime.now(UTC))
     except LockBusy:
         report.skipped = "another reconcile is running"
     return report

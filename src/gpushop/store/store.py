@@ -23,11 +23,21 @@ from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normali
 from gpushop.store.locks import LockBusy, advisory_key, file_lock, pg_advisory_lock, thread_lock
 from gpushop.store.migrate import upgrade
 from gpushop.store.records import Job, Rental, RentalEvent, Segment
-from gpushop.store.schema import HostBlockRow, JobRow, RentalEventRow, RentalRow, TimingRow
+from gpushop.store.schema import (
+    HostBlockRow,
+    JobRow,
+    MetaRow,
+    RentalEventRow,
+    RentalRow,
+    TimingRow,
+)
 
 __all__ = ["LockBusy", "StaleState", "Store"]
 
 Clock = Callable[[], datetime]
+
+# gpushop_meta key prefix: when `gpushop reconcile` last finished a pass over a provider.
+RECONCILED_AT = "reconciled_at:"
 
 # Crockford's base32, lower case: no i, l, o, u (nothing to misread in a terminal).
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -437,6 +447,22 @@ class Store:
         if path is None:
             return thread_lock(self._memory_lock, wait=wait, what=what)
         return file_lock(path.with_name(path.name + ".reconcile.lock"), wait=wait, what=what)
+
+    def record_reconcile(self, provider: str, at: datetime) -> None:
+        """A ``gpushop reconcile`` finished a pass over ``provider`` at ``at``: what tells `up`
+        and `ps` whether rentals without an on-instance watchdog are being watched."""
+        key = f"{RECONCILED_AT}{provider}"
+        with self._write() as session:
+            row = session.get(MetaRow, key)
+            if row is None:
+                session.add(MetaRow(key=key, value=at.astimezone(UTC).isoformat()))
+            else:
+                row.value = at.astimezone(UTC).isoformat()
+
+    def last_reconcile(self, provider: str) -> datetime | None:
+        with self._read() as session:
+            row = session.get(MetaRow, f"{RECONCILED_AT}{provider}")
+        return None if row is None else datetime.fromisoformat(row.value)
 
     # -- money ---------------------------------------------------------------------------------
 
