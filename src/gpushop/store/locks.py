@@ -5,7 +5,8 @@
   length of a reconcile would block every other writer, including the reconciler's own writes
   through its other connections, for as long as the provider calls take.)
 - PostgreSQL: a session-level advisory lock on a dedicated connection. The server drops it when
-  that connection ends, e.g. when the holder is killed.
+  that connection ends: at once when the holder is killed, and within a minute, by TCP keepalives,
+  when the holder's host vanishes (LOCK_KEEPALIVES).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
 
 
 class LockBusy(Exception):
@@ -59,11 +60,40 @@ def thread_lock(lock: threading.Lock, *, wait: bool, what: str) -> Iterator[None
         lock.release()
 
 
+# The lock's server session notices a holder whose host vanished (power cut, network gone: no
+# FIN, no RST) by TCP keepalives, and then ends, which frees the lock: probes after 15 s idle,
+# every 5 s, and a connection unacknowledged for 45 s is dropped (tcp_user_timeout, also while
+# data is in flight). Without them Linux's defaults keep a dead holder's lock for over 2 hours.
+# Over a Unix socket they do nothing (and the holder is on the server's own host). They stay
+# on the connection when it goes back to the pool: harmless there.
+LOCK_KEEPALIVES = {
+    "tcp_keepalives_idle": "15",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "6",
+    "tcp_user_timeout": "45000",  # milliseconds
+}
+
+
+def _keep_alive(conn: Connection) -> None:
+    """Set LOCK_KEEPALIVES on this session, for the ones the server knows (tcp_user_timeout
+    is PostgreSQL 12+)."""
+    names = ", ".join(f"('{name}', '{value}')" for name, value in LOCK_KEEPALIVES.items())
+    conn.execute(
+        text(
+            "SELECT set_config(w.name, w.value, false) "  # false: for the session, not the tx
+            f"FROM (VALUES {names}) AS w(name, value) "
+            "WHERE w.name IN (SELECT name FROM pg_settings)"
+        )
+    )
+
+
 @contextmanager
-def pg_advisory_lock(engine: Engine, key: int, *, wait: bool, what: str) -> Iterator[None]:
+def pg_advisory_lock(engine: Engine, key: int, *, wait: bool, what: str) -> Iterator[Connection]:
+    """Yields the lock's own connection (its session holds the lock)."""
     conn = engine.connect()
     clean = False
     try:
+        _keep_alive(conn)
         if wait:
             conn.execute(select(func.pg_advisory_lock(key)))
             got = True
@@ -76,7 +106,7 @@ def pg_advisory_lock(engine: Engine, key: int, *, wait: bool, what: str) -> Iter
             clean = True
             raise LockBusy(f"{what} is held by another session")
         try:
-            yield
+            yield conn
         finally:
             clean = bool(conn.execute(select(func.pg_advisory_unlock(key))).scalar_one())
             conn.commit()

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Connection, Engine, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -431,13 +431,15 @@ class Store:
 
     # -- reconcile lock ------------------------------------------------------------------------
 
-    def reconcile_lock(self, *, wait: bool = False) -> AbstractContextManager[None]:
+    def reconcile_lock(self, *, wait: bool = False) -> AbstractContextManager[Connection | None]:
         """Exclusive across processes (and threads) for this store; freed when the holder exits
         or dies. ``wait=False``: raise :class:`LockBusy` at once when it is held elsewhere.
 
         SQLite: ``flock`` on ``<db file>.reconcile.lock`` (see locks.py for why not BEGIN
         IMMEDIATE); PostgreSQL: a session advisory lock whose key derives from the deployment id,
-        so stores in other schemas of the same database do not exclude each other.
+        so stores in other schemas of the same database do not exclude each other, on a session
+        with TCP keepalives (locks.LOCK_KEEPALIVES) so that a vanished holder loses it within a
+        minute; the context then gives that session's connection.
         """
         what = "the reconcile lock"
         if self.dialect == "postgresql":
