@@ -16,7 +16,10 @@ disk items of billing.py.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from gpushop.emulator import billing
 from gpushop.emulator.api import Call, Handler, Reply, _json_param, _read_token, _token, _v1_error
@@ -214,7 +217,9 @@ def invoices_v1(emu: Emulator, call: Call) -> Reply:
         raise _v1_error("limit must be an integer")
     else:
         limit = max(1, min(limit_raw, V1_MAX_LIMIT))
-    signature = f"invoices:{sorted(filters.items())!r}:{latest_first}"[:200]
+    signature = hashlib.sha256(
+        orjson.dumps([filters, latest_first], option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()[:16]
     token = call.query.get("after_token")
     offset = _read_token(token, signature) if token else 0
     page = results[offset : offset + limit]
