@@ -7,16 +7,23 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gpushop.cli import training
 from gpushop.cli.app import main
-from gpushop.recipes.safetensors import verify_lora
+from gpushop.jobs.runner import ResumePlan
+from gpushop.jobs.spec import Transfer
+from gpushop.recipes.aitoolkit import saved_step
+from gpushop.recipes.safetensors import SafetensorsError, verify_lora
 from gpushop.recipes.sample_data import png, write_sample_dataset
+from gpushop.store import Store
 
 TOKEN = "hf_" + "t0ken" * 8
 
@@ -143,9 +150,30 @@ def _freeze_trainer(emu: Any, instance_id: int) -> bool:
     return frozen
 
 
+def _without_rsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine without rsync (ssh and scp only on PATH): transfers go over SFTP, whose
+    parallel uploads finish files in any order, and a file's ctime on the instance is when its
+    upload finished."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ssh", "scp"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+
+def _valid_step(path: Path) -> int | None:
+    try:
+        return saved_step(path)
+    except SafetensorsError:
+        return None  # being written when the host hung
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("older_last", [False, True], ids=["as-planned", "older-checkpoint-last"])
 def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
-    make_emulator: Any, capsys: Any, tmp_path: Path, monkeypatch: Any
+    make_emulator: Any, capsys: Any, tmp_path: Path, monkeypatch: Any, older_last: bool
 ) -> None:
     # SPEED x faster than real time, so the image pull, model download and load cost little
     # (twice: the resumed rental pulls and downloads again).
@@ -154,29 +182,60 @@ def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
         monkeypatch,
         tmp_path,
     )
+    _without_rsync(tmp_path, monkeypatch)
     data = write_sample_dataset(tmp_path / "ds", count=3)
     out_dir = tmp_path / "lora"
     killed: list[int] = []
+    newest: list[int] = []  # the step of the newest whole checkpoint on the lost host
     stop = threading.Event()
 
     def lose_the_host() -> None:
-        # Once the host wrote a checkpoint, it hangs (the trainer is stopped: training cannot
-        # end, however slow this machine is), and once a sync brought a checkpoint back, the
-        # host goes offline: the job must resume from that checkpoint on another rental.
+        # Once the host wrote two checkpoints, it hangs (the trainer is stopped: nothing changes
+        # there any more, however slow this machine is), and once a sync brought its newest
+        # whole checkpoint back, the host goes offline: the job must resume from that one.
         frozen: int | None = None
+        remote = Path()
         while not stop.wait(0.05):
             running = [i for i in live_instances(emu) if i.get("actual_status") == "running"]
             if frozen is None and running:
                 sandbox = emu.control.instance(running[0]["id"])["sandbox"]
                 remote = Path(sandbox) / "workspace/gpushop/resumable/output/resumable"
-                if any(remote.glob("resumable_*.safetensors")) and _freeze_trainer(
+                if len(list(remote.glob("resumable_*.safetensors"))) >= 2 and _freeze_trainer(
                     emu, running[0]["id"]
                 ):
                     frozen = running[0]["id"]
-            if frozen is not None and any(out_dir.glob("resumable_*.safetensors")):
-                killed.append(frozen)
-                emu.control.host_offline(instance_id=frozen)
-                return
+                    steps = [_valid_step(p) for p in remote.glob("resumable_*.safetensors")]
+                    newest.append(max(s for s in steps if s is not None))
+            if frozen is not None:
+                name = f"resumable_{newest[0]:09d}.safetensors"
+                here, there = out_dir / name, remote / name
+                if here.exists() and here.read_bytes() == there.read_bytes():
+                    killed.append(frozen)
+                    emu.control.host_offline(instance_id=frozen)
+                    return
+
+    if older_last:
+        # The resume as it used to go: the older checkpoint also goes back, and lands last
+        # (one file after the other, so that order is certain): the trainer takes the file
+        # written last, and gpushop must say loudly that it is not the one planned.
+        real_hooks = training.flux_hooks_for
+
+        def hooks_sending_an_older_checkpoint_last(*args: Any) -> Any:
+            hooks = real_hooks(*args)
+            plan = hooks.resume
+
+            def resume(job: Any, spec: Any, log: Path) -> ResumePlan:
+                chosen = plan(job, spec, log)
+                assert chosen is not None
+                older = min(out_dir.glob("resumable_*.safetensors"))
+                return replace(
+                    chosen, files=[*chosen.files, Transfer(str(older), chosen.files[-1].remote)]
+                )
+
+            hooks.resume = resume
+            return hooks
+
+        monkeypatch.setattr(training, "flux_hooks_for", hooks_sending_an_older_checkpoint_last)
 
     thread = threading.Thread(target=lose_the_host, daemon=True)
     thread.start()
@@ -206,12 +265,54 @@ def test_a_lost_rental_resumes_from_the_last_synced_checkpoint(
         thread.join()
     assert killed, "the test never saw a synced checkpoint"
     assert code == 0, err
-    resumed = re.findall(r"Found step (\d+) in metadata, starting from there", out + err)
-    assert resumed and int(resumed[-1]) > 0, "the second run must not start at step 0"
-    lost = re.search(r"resuming from step (\d+): (\d+) steps lost", err)
-    assert lost and int(lost.group(1)) == int(resumed[-1])
+    assert "(sftp)" in err and "(rsync)" not in err
+    planned = newest[0]
+    found = re.findall(r"Found step (\d+) in metadata, starting from there", out + err)
+    if not older_last:
+        # the synced folder does not go back whole (older checkpoints, samples): the trainer
+        # would take whichever file landed last
+        assert f"uploaded {out_dir} ->" not in err
+        assert found == [str(planned)], found
+    reached = re.search(r"reached step (\d+); newest synced checkpoint: step (\d+)", err)
+    assert reached and int(reached.group(2)) == planned, err
+    job = only_job()
+    if not older_last:
+        # only the newest checkpoint and the optimizer state went back, one after the other
+        assert (
+            f"the resume uploads optimizer.pt, resumable_{planned:09d}.safetensors only "
+            f"(resuming from step {planned})"
+        ) in err
+        lost = int(reached.group(1)) - planned
+        assert f"the job resumed from step {planned} as planned: {lost} steps lost" in err
+        assert "WARNING" not in err
+        assert job.details["resumed"] == [
+            {
+                "planned": planned,
+                "reached": int(reached.group(1)),
+                "found": planned,
+                "lost": lost,
+                "as_planned": True,
+            }
+        ]
+    else:
+        older = int(found[-1])
+        assert older < planned, found
+        warning = re.search(
+            rf"WARNING: the job resumed from step {older}, NOT from step {planned} as planned: "
+            rf"(\d+) steps lost",
+            err,
+        )
+        assert warning and int(warning.group(1)) == int(reached.group(1)) - older, err
+        assert job.details["resumed"][-1]["as_planned"] is False
     verify_lora(out_dir / "resumable.safetensors", rank=16)
     assert live_instances(emu) == []
+
+
+def only_job() -> Any:
+    with Store.open(os.environ["GPUSHOP_DB_URL"]) as store:
+        jobs = store.list_jobs()
+    assert len(jobs) == 1
+    return jobs[0]
 
 
 def test_train_from_the_ai_toolkit_template(env: Any, capsys: Any, tmp_path: Path) -> None:

@@ -246,6 +246,7 @@ def job_summary(job: Job) -> dict[str, Any]:
             if r is not None
         ],
         "resumes": job.details.get("resumes", 0),
+        "resumed": job.details.get("resumed", []),  # where each resume started, vs its plan
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "created_at": job.created_at.isoformat(),
         "ended_at": job.ended_at.isoformat() if job.ended_at else None,

@@ -291,19 +291,27 @@ def _save_spec(job_id: str, spec: Any) -> None:
 
 
 def flux_hooks_for(job_id: str, name: str, rank: int, out_dir: Path) -> Hooks:
-    from gpushop.jobs.runner import Hooks
-    from gpushop.recipes import newest_checkpoint, steps_lost
-    from gpushop.recipes.aitoolkit import last_step
+    from gpushop.jobs.runner import Hooks, ResumePlan
+    from gpushop.jobs.spec import JobSpec, Transfer
+    from gpushop.recipes.aitoolkit import ResumeChoice, choose_resume, resumed_step
     from gpushop.recipes.safetensors import SafetensorsError, verify_lora
 
-    def lost(job: Job, log_path: Path) -> str | None:
+    def choice(log_path: Path) -> ResumeChoice:
         text = log_path.read_text(errors="replace") if log_path.exists() else ""
-        names = [p.name for p in out_dir.glob("*.safetensors")] if out_dir.exists() else []
-        reached = last_step(text, name)
-        newest = newest_checkpoint(names, name)
-        lost_steps = steps_lost(text, names, name)
-        where = f"step {newest[1]}" if newest else "step 0 (no checkpoint synced yet)"
-        return f"reached step {reached or 0}; resuming from {where}: {lost_steps} steps lost"
+        return choose_resume(out_dir, name, text)
+
+    def lost(job: Job, log_path: Path) -> str | None:
+        return choice(log_path).describe()
+
+    def resume(job: Job, spec: JobSpec, log_path: Path) -> ResumePlan:
+        # only the newest checkpoint and the optimizer state, back into the trainer's folder
+        chosen = choice(log_path)
+        remote = next(
+            (t.remote for t in spec.downloads if Path(t.local) == out_dir), spec.downloads[0].remote
+        )
+        files = [Transfer(str(out_dir / f), remote) for f in chosen.files]
+        note = f"resuming from step {chosen.step}"
+        return ResumePlan(files, chosen.step, chosen.reached, note)
 
     def verify(job: Job) -> list[str]:
         final = out_dir / f"{name}.safetensors"
@@ -315,7 +323,9 @@ def flux_hooks_for(job_id: str, name: str, rank: int, out_dir: Path) -> Hooks:
             return [str(exc)]
         return []
 
-    return Hooks(lost=lost, verify=verify)
+    return Hooks(
+        lost=lost, verify=verify, resume=resume, resumed_at=lambda t: resumed_step(t, name)
+    )
 
 
 def flux_hooks(job: Job) -> Hooks:

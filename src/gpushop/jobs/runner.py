@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncssh
 
@@ -40,6 +40,7 @@ from gpushop.store import Job, Rental, Store, accrued_cost
 
 log = logging.getLogger("gpushop.jobs")
 HEARTBEAT_S = 5.0
+RESUME_WATCH_BYTES = 16_000_000  # a resumed run that has not said where it started by then
 STATUS_POLL_S = 1.0
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # ~1 minute of SSH trouble on a live host
 
@@ -60,6 +61,29 @@ class Output(Protocol):
     def progress(self, label: str) -> Callable[[int, int], None]: ...
 
 
+@dataclass(frozen=True)
+class ResumePlan:
+    """What a resumed job gets back on its new rental, and where it should pick up."""
+
+    files: list[Transfer]  # each a local file -> the remote directory it goes into, in order
+    step: int | None = None  # where the job should resume (a recipe's unit, e.g. a step)
+    reached: int | None = None  # how far the lost run had got, in the same unit
+    note: str = ""  # for the user, e.g. "reached step 637; resuming from step 600 (...)"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "files": [{"local": t.local, "remote": t.remote} for t in self.files],
+            "step": self.step,
+            "reached": self.reached,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResumePlan:
+        files = [Transfer(str(f["local"]), str(f["remote"])) for f in data.get("files", [])]
+        return cls(files, data.get("step"), data.get("reached"), str(data.get("note", "")))
+
+
 @dataclass
 class Hooks:
     """Recipe-specific knowledge the generic runner lacks."""
@@ -68,6 +92,11 @@ class Hooks:
     lost: Callable[[Job, Path], str | None] = lambda job, log_path: None
     # problems with the downloaded outputs (an empty list: all good)
     verify: Callable[[Job], list[str]] = lambda job: []
+    # what a resume uploads (job, spec, local log); None: every synced download, back where
+    # the job wrote it
+    resume: Callable[[Job, JobSpec, Path], ResumePlan | None] = lambda job, spec, log: None
+    # where a resumed run says it started, from its log so far (None: it has not said yet)
+    resumed_at: Callable[[str], int | None] = lambda text: None
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -172,7 +201,11 @@ class JobRunner:
         started = time.monotonic()
         await RemoteJob(conn, spec.remote_dir(job.id)).prepare(spec.workdir)
         moves = list(spec.uploads)
-        if job.details.get("restore"):
+        plan = _plan(job)
+        if job.details.get("restore") and plan is not None:
+            # a resumed job, as its recipe says: only what it needs, one file after the other
+            moves += [t for t in plan.files if _exists(t.local)]
+        elif job.details.get("restore"):
             # a resumed job: what was synced back so far goes where the job wrote it
             moves += [Transfer(t.local, t.remote) for t in spec.downloads if _exists(t.local)]
         for move in moves:
@@ -191,12 +224,18 @@ class JobRunner:
         self.store.record_timing(rental.id, "upload", time.monotonic() - started, job_id=job.id)
         await self._launch(conn, job, spec)
         base = log_path(job.id).stat().st_size if log_path(job.id).exists() else 0
+        watch = bool(job.details.get("restore")) and plan is not None and plan.step is not None
         return self.store.update_job(
             job.id,
             state=JobState.RUNNING,
             started_at=job.started_at or datetime.now(UTC),
             log_offset=0,
-            details={"log_base": base, "restore": False, "run_started": time.time()},
+            details={
+                "log_base": base,
+                "restore": False,
+                "run_started": time.time(),
+                "resume_watch": watch or bool(job.details.get("resume_watch")),
+            },
         )
 
     async def _launch(self, conn: asyncssh.SSHClientConnection, job: Job, spec: JobSpec) -> None:
@@ -281,20 +320,68 @@ class JobRunner:
     async def _tail(self, job_remote: RemoteJob, path: Path, job: Job) -> None:
         """Append the remote log, from where the local copy ends, to the local log and the
         terminal, until the job's wrapper ends (or the connection breaks)."""
-        offset = max(0, _size(path) - int(job.details.get("log_base", 0)))
+        base = int(job.details.get("log_base", 0))
+        offset = max(0, _size(path) - base)
         last_save = [time.monotonic()]
+        watch = self._resume_watch(job, path, base)
         with path.open("ab") as sink:
 
             def chunk(data: bytes) -> None:
                 sink.write(data)
                 sink.flush()
                 self.out.log(data)
+                if watch is not None and watch.feed(data):
+                    self._resumed(job.id, watch)
                 if time.monotonic() - last_save[0] > 1.0:
                     self.store.update_job(job.id, log_offset=_size(path))
                     last_save[0] = time.monotonic()
 
             reached = await job_remote.follow(offset, chunk)
         self.store.update_job(job.id, log_offset=reached)
+
+    def _resume_watch(self, job: Job, path: Path, base: int) -> _ResumeWatch | None:
+        """For a resumed run not yet checked: reads its log (what came before a reconnect or a
+        re-attach too) for where the job really started."""
+        current = self.store.get_job(job.id) or job
+        plan = _plan(current)
+        if not current.details.get("resume_watch") or plan is None or plan.step is None:
+            return None
+        watch = _ResumeWatch(self.hooks.resumed_at, plan)
+        try:
+            with path.open("rb") as f:
+                f.seek(base)
+                seen = f.read(RESUME_WATCH_BYTES)
+        except OSError:
+            seen = b""
+        if seen and watch.feed(seen):
+            self._resumed(job.id, watch)
+            return None
+        return watch
+
+    def _resumed(self, job_id: str, watch: _ResumeWatch) -> None:
+        """Say where the resumed run started and what that cost; loudly when it is not where
+        the plan said (the job redoes work, or skips it)."""
+        plan, found = watch.plan, watch.found
+        record: dict[str, object] = {"planned": plan.step, "reached": plan.reached}
+        if found is None:
+            self.out.message(
+                f"WARNING: the resumed job never said where it started (planned: {plan.step})"
+            )
+        else:
+            lost = max(0, (plan.reached or 0) - found)
+            record.update(found=found, lost=lost, as_planned=found == plan.step)
+            if found == plan.step:
+                self.out.message(f"the job resumed from step {found} as planned: {lost} steps lost")
+            else:
+                self.out.message(
+                    f"WARNING: the job resumed from step {found}, NOT from step {plan.step} as "
+                    f"planned: {lost} steps lost (it had reached {plan.reached or 0})"
+                )
+        job = self.store.get_job(job_id)
+        history = list(job.details.get("resumed", [])) if job is not None else []
+        self.store.update_job(
+            job_id, details={"resume_watch": False, "resumed": [*history, record]}
+        )
 
     def _overdue(self, job: Job, spec: JobSpec) -> bool:
         if spec.timeout_s is None:
@@ -338,13 +425,24 @@ class JobRunner:
             self.out.message(
                 f"renting again to resume ({resumes + 1} of {spec.resume_on_loss} resumes)"
             )
+            plan = self.hooks.resume(job, spec, log_path(job.id))
+            if plan is not None:
+                names = ", ".join(Path(t.local).name for t in plan.files) or "nothing"
+                note = f" ({plan.note})" if plan.note else ""
+                self.out.message(f"the resume uploads {names} only{note}")
             with log_path(job.id).open("ab") as sink:
                 sink.write(f"\n[gpushop] rental {rental.id} lost; resuming\n".encode())
             return self.store.update_job(
                 job.id,
                 state=JobState.PROVISIONING,
                 rental_id=None,
-                details={"resumes": resumes + 1, "restore": True, "lost": lost_note or why},
+                details={
+                    "resumes": resumes + 1,
+                    "restore": True,
+                    "lost": lost_note or why,
+                    "resume_plan": plan.to_json() if plan is not None else None,
+                    "resume_watch": False,
+                },
             )
         return self.store.update_job(
             job.id,
@@ -512,6 +610,37 @@ class JobRunner:
             await asyncio.to_thread(
                 self.store.heartbeat_job, job_id, self.owner.host, self.owner.pid
             )
+
+
+class _ResumeWatch:
+    """A resumed run's log, from its start until the recipe tells where the run started."""
+
+    def __init__(self, resumed_at: Callable[[str], int | None], plan: ResumePlan) -> None:
+        self.resumed_at = resumed_at
+        self.plan = plan
+        self.found: int | None = None
+        self.done = False
+        self._seen = 0
+        self._partial = b""  # the line being written (bars are redrawn with \r)
+
+    def feed(self, data: bytes) -> bool:
+        """True once, when it is known (or when too much log said nothing): report it then.
+        The recipe reads whole lines, each once."""
+        if self.done:
+            return False
+        self._seen += len(data)
+        text = self._partial + data
+        end = max(text.rfind(b"\n"), text.rfind(b"\r")) + 1
+        self._partial = text[end:]
+        if end:
+            self.found = self.resumed_at(text[:end].decode(errors="replace"))
+        self.done = self.found is not None or self._seen > RESUME_WATCH_BYTES
+        return self.done
+
+
+def _plan(job: Job) -> ResumePlan | None:
+    raw = job.details.get("resume_plan")
+    return ResumePlan.from_json(raw) if isinstance(raw, dict) else None
 
 
 def _exists(path: str) -> bool:

@@ -11,14 +11,26 @@ bars that report an ``lr`` or a ``loss`` count. The step counts are absolute: a 
 starts at the step it resumed from.
 
 Checkpoints are ``<name>_<step, 9 digits>.safetensors`` (the intermediate saves, pruned to
-``max_step_saves_to_keep``) and ``<name>.safetensors`` (the final LoRA, written when done).
+``max_step_saves_to_keep``) and ``<name>.safetensors`` (the final LoRA, written when done);
+``optimizer.pt`` beside them is the optimizer state of the last save. Each save's step is in its
+header's ``training_info`` metadata.
+
+Resuming: ai-toolkit loads the newest ``<name>*.safetensors`` by ``os.path.getctime`` and prints
+``Found step N in metadata, starting from there``. A file's ctime is when it was last written on
+the instance and cannot be set, so after uploads that finish in any order (parallel SFTP) the
+"newest" can be any of them: `choose_resume` therefore picks the one checkpoint to send back
+(with the optimizer state), and `resumed_step` reads where the trainer really started.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpushop.recipes.safetensors import SafetensorsError, read_header
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _BAR = re.compile(
@@ -177,3 +189,113 @@ def steps_lost(
     newest = newest_checkpoint(names, name)
     saved = newest[1] if newest else 0
     return max(0, reached - saved)
+
+
+OPTIMIZER = "optimizer.pt"
+_FOUND = re.compile(r"Found step (?P<step>\d+) in metadata, starting from there")
+
+
+def checkpoints_newest_first(names: Iterable[str], name: str) -> list[tuple[str, int | None]]:
+    """The saves a resume may start from, best first: the final LoRA (its step is only in its
+    header: None here), then the intermediate saves by step, highest first. Paths in
+    sub-folders (samples) do not count: the trainer looks in its save folder only.
+
+    >>> checkpoints_newest_first(["a_000000450.safetensors", "optimizer.pt",
+    ...     "a_000000600.safetensors", "samples/a_000000900.safetensors"], "a")
+    [('a_000000600.safetensors', 600), ('a_000000450.safetensors', 450)]
+    """
+    pattern = _checkpoint_pattern(name)
+    final = final_lora_name(name)
+    found: list[tuple[str, int | None]] = []
+    has_final = False
+    for item in names:
+        if "/" in item.replace("\\", "/"):
+            continue
+        if item == final:
+            has_final = True
+        elif (m := pattern.fullmatch(item)) is not None:
+            found.append((item, int(m.group("step"))))
+    found.sort(key=lambda pair: pair[1] or 0, reverse=True)
+    return [(final, None), *found] if has_final else found
+
+
+def saved_step(path: Path) -> int | None:
+    """The step recorded in a save's ``training_info`` metadata (what the trainer reads on
+    resume); None when the header has none. SafetensorsError for a truncated or corrupt file."""
+    info = read_header(path)
+    raw = info.metadata.get("training_info")
+    try:
+        step = json.loads(raw)["step"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+
+
+@dataclass(frozen=True)
+class ResumeChoice:
+    """What goes back to a new instance so that the trainer resumes where the job got to.
+
+    ``files`` are relative to the synced save folder, in the order to upload them: the optimizer
+    state first, the checkpoint last (a later write never makes another file the newest).
+    """
+
+    files: list[str]
+    step: int  # the step the trainer will find in the checkpoint (0: it starts over)
+    checkpoint: str | None  # None: no usable checkpoint was synced
+    reached: int | None = None  # the last step the lost run reported
+    skipped: list[str] = field(default_factory=list)  # newer saves that are unusable, and why
+
+    @property
+    def steps_lost(self) -> int:
+        return max(0, (self.reached or 0) - self.step)
+
+    def describe(self) -> str:
+        """e.g. "reached step 637; newest synced checkpoint: step 600 (a_000000600.safetensors)"."""
+        if self.checkpoint is None:
+            where = "none synced: a resume starts over from step 0"
+        else:
+            where = f"step {self.step} ({self.checkpoint})"
+        skipped = "".join(f"; passed over {why}" for why in self.skipped)
+        return f"reached step {self.reached or 0}; newest synced checkpoint: {where}{skipped}"
+
+
+def choose_resume(folder: Path, name: str, log_text: str = "") -> ResumeChoice:
+    """The newest valid save in ``folder`` (the synced copy of the trainer's save folder) and
+    the optimizer state: nothing else, so the trainer has no other file to pick. A save that is
+    truncated or corrupt (synced while it was being written) is passed over for the next one."""
+    reached = last_step(log_text, name) if log_text else None
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    except OSError:
+        names = []
+    skipped: list[str] = []
+    for candidate, named_step in checkpoints_newest_first(names, name):
+        try:
+            step = saved_step(folder / candidate)
+        except SafetensorsError as exc:
+            skipped.append(f"{candidate}: {exc.args[0].split(': ', 1)[-1]}")
+            continue
+        if step is None:
+            step = named_step
+        if step is None:
+            skipped.append(f"{candidate}: no step in its metadata")
+            continue
+        files = [OPTIMIZER] if OPTIMIZER in names else []
+        return ResumeChoice([*files, candidate], step, candidate, reached, skipped)
+    return ResumeChoice([], 0, None, reached, skipped)
+
+
+def resumed_step(text: str, name: str | None = None) -> int | None:
+    """Where a (resumed) run of the trainer really started, from its log: the step of its
+    ``Found step N in metadata`` line, else the step its training bar starts at once it shows
+    (0: it started over); None while the log tells neither yet.
+
+    >>> resumed_step("Loading from /o/a_000000450.safetensors\\nFound step 450 in metadata, "
+    ...              "starting from there\\n")
+    450
+    """
+    found = _FOUND.search(text)
+    if found:
+        return int(found.group("step"))
+    bars = parse_progress(text, name)
+    return bars[0].step if bars else None
