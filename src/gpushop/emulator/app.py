@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gpushop.emulator import instance_ops, invoices, isolation, results
+from gpushop.emulator import instance_logs, instance_ops, invoices, isolation, results
 from gpushop.emulator.api import HANDLERS, Call
 from gpushop.emulator.config import EmulatorConfig
 from gpushop.emulator.errors import ApiError
@@ -415,7 +415,7 @@ class Emulator:
         return json_response(200, {"success": True, "offset": state.now_offset, "now": state.now()})
 
 
-_HANDLERS = {**HANDLERS, **instance_ops.HANDLERS, **invoices.HANDLERS}
+_HANDLERS = {**HANDLERS, **instance_ops.HANDLERS, **invoices.HANDLERS, **instance_logs.HANDLERS}
 
 
 def _credentials(request: Request) -> tuple[str | None, str | None]:

@@ -110,7 +110,9 @@ class HostRuntime(SandboxRuntime[int, Host]):
                 continue
             elif not self._still_runs(inst, now):
                 doomed.append((instance_id, host, "stopped"))
-            elif host.endpoint.serving and host.run != inst.run_requested_at:  # reboot
+            elif (host.endpoint.serving or host.entry.run is not None) and (
+                host.run != inst.run_requested_at  # reboot (an args container: SSH or not)
+            ):
                 doomed.append((instance_id, host, "rebooted"))
             elif host.sandbox.exited:
                 doomed.append((instance_id, host, "exited"))
@@ -193,7 +195,7 @@ class HostRuntime(SandboxRuntime[int, Host]):
         host.sandbox.prepare(self.facts(state, inst), inst.image)
         host.facts_version = inst.facts_version
         host.entry.prepare(host.sandbox)
-        host.entry.run = inst.run_requested_at
+        host.entry.run = host.run = inst.run_requested_at
         task = asyncio.ensure_future(entrypoint.main(host.entry, host.sandbox, state, inst))
         host.tasks.add(task)
         task.add_done_callback(host.tasks.discard)

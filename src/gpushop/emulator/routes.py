@@ -65,6 +65,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v0/users/me/invoices/", "invoices_legacy", "login"),
     Route("GET", "/api/v1/invoices/", "invoices_v1", "login"),
     Route("GET", "/api/v0/invoices/", "invoices_search", "login"),
+    # instance_logs.py
+    Route("PUT", "/api/v0/instances/request_logs/{id}/", "request_logs", "required"),
 )
 
 
