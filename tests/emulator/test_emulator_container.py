@@ -126,6 +126,7 @@ def test_the_entrypoint_runs_and_its_exit_ends_the_container(
     instance_id = args_instance(client, script)
     row = wait_status(client, instance_id, "exited")
     assert row["intended_status"] == "running" and row["image_runtype"] == "args"
+    assert row["status_msg"] == "Error: container exited: its entrypoint exited with code 3"
     assert row["image_args"] == ["-c", script] and row["onstart"] == "/bin/sh"
     sandbox = sandbox_of(instant, instance_id)
     assert (sandbox / "root" / "runs").read_text() == "x\n"
@@ -207,10 +208,11 @@ def test_request_logs_serve_onstarts_output_with_tail_and_filter(
 def test_an_args_containers_log_is_its_entrypoints_output(
     instant: EmulatorThread, client: httpx.Client
 ) -> None:
-    instance_id = args_instance(client, "echo out; echo err >&2; exit 3")
-    wait_status(client, instance_id, "exited")
+    instance_id = args_instance(client, "echo out; echo err >&2; exit 0")
+    row = wait_status(client, instance_id, "exited")
+    assert row["status_msg"] == "container exited: its entrypoint exited with code 0"
     assert logs(client, instance_id) == "out\nerr\n"  # kept once the container exited
-    assert "exited with code 3" in logs(client, instance_id, daemon_logs="true")
+    assert "exited with code 0" in logs(client, instance_id, daemon_logs="true")
 
 
 def test_a_planted_log_symlink_is_not_followed(

@@ -155,4 +155,7 @@ async def main(entry: Entrypoint, sandbox: Sandbox, state: EmulatorState, inst: 
         code = 127
     entry.log.event(f"container C.{inst.id} exited with code {code}")
     if state.instances.get(inst.id) is inst and inst.run_requested_at == run:
-        state.container_exited(inst, state.now())
+        error = "Error: " if code else ""
+        state.container_exited(
+            inst, state.now(), f"{error}container exited: its entrypoint exited with code {code}"
+        )

@@ -153,6 +153,7 @@ class Instance:
     destroy_ignores: int = 0
     lie: dict[str, Any] | None = None
     exited_at: float | None = None  # its container's PID 1 ended by itself (still billed)
+    exit_msg: str | None = None  # status_msg while exited_at (None: EXITED_MSG)
     facts_version: int = 0  # bumped when what nvidia-smi reports changes
     # Vast injects a key limited to this instance as CONTAINER_API_KEY (docs: hello-world);
     # it may manage this instance only, so an on-instance watchdog can stop itself
@@ -633,11 +634,12 @@ class EmulatorState:
         inst.stop_msg = msg
         inst.exited_at = None
 
-    def container_exited(self, inst: Instance, at: float) -> None:
+    def container_exited(self, inst: Instance, at: float, msg: str | None = None) -> None:
         """Its PID 1 ended by itself: `exited` until a start or stop; the machine stays
         reserved, so the GPU is still billed (as on Vast, where only a stop ends that)."""
         if inst.exited_at is None:
             inst.exited_at = at
+            inst.exit_msg = msg  # runtype args: its entrypoint's exit code (entrypoint.py)
 
     def destroy(self, instance_id: int) -> None:
         inst = self.instance_or_404(instance_id)
@@ -702,7 +704,7 @@ class EmulatorState:
         if inst.intended == "stopped":
             return "exited", inst.stop_msg, None
         if inst.exited_at is not None and now >= inst.exited_at:
-            return "exited", EXITED_MSG, None
+            return "exited", inst.exit_msg or EXITED_MSG, None
         provision, pull, boot = self.phases(inst)
         elapsed = now - inst.run_requested_at
         if elapsed < provision:
