@@ -17,6 +17,7 @@ CORE = {
     "gpushop.gpus",
     "gpushop.units",
     "gpushop.offer_flags",
+    "gpushop.offer_ids",
     "gpushop.matching",
 }
 ALLOWED = {

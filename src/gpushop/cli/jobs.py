@@ -316,7 +316,10 @@ def run(
     unverified: UnverifiedOpt = False,
     sort: SortOpt = SortKey.VALUE,
     provider: ProviderOpt = None,
-    offer: Annotated[str | None, typer.Option("--offer", help="Rent exactly vastai:ID.")] = None,
+    offer: Annotated[
+        str | None,
+        typer.Option("--offer", help="Rent exactly this offer: its id or a table's short id."),
+    ] = None,
     attempts: Annotated[int, typer.Option("--attempts", help="Offers to try at most.")] = 3,
     image: Annotated[str | None, typer.Option("--image", help="Docker image.")] = None,
     template: Annotated[str | None, typer.Option("--template", help="Template hash.")] = None,

@@ -80,7 +80,8 @@ def _where(offer: Offer) -> str:
     return f"{offer.country or '?'} {region}".strip()
 
 
-def offers_table(offers: list[Offer], title: str) -> None:
+def offers_table(offers: list[Offer], title: str, short: dict[str, str] | None = None) -> None:
+    """``short``: full offer id -> the short id shown (offer_ids.short_ids); `--offer` takes it."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
@@ -101,7 +102,7 @@ def offers_table(offers: list[Offer], title: str) -> None:
         gpu = f"{o.num_gpus}x {o.gpu_variant}" + ("" if o.verified else " [dim](unverified)[/dim]")
         table.add_row(
             str(i),
-            o.id,
+            (short or {}).get(o.id, o.id),
             gpu,
             f"{o.gpu_ram_gb:.1f}GB",
             f"{o.price_per_hour:.3f}",
@@ -133,7 +134,7 @@ def market_json(summary: MarketSummary) -> dict[str, Any]:
     }
 
 
-def market_table(summary: MarketSummary, title: str) -> None:
+def market_table(summary: MarketSummary, title: str, short: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -157,7 +158,9 @@ def market_table(summary: MarketSummary, title: str) -> None:
             f"{m.p10:.3f}",
             f"{m.p50:.3f}",
             f"{m.p90:.3f}",
-            f"{best.id} {best.num_gpus}x {best.country or '?'}" if best else "-",
+            f"{(short or {}).get(best.id, best.id)} {best.num_gpus}x {best.country or '?'}"
+            if best
+            else "-",
             f"{best.price_per_hour:.3f}" if best else "-",
             _fmt(best.reliability, ".3f") if best else "-",
             _delta(best.market_delta_pct) if best else "-",

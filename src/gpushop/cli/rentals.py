@@ -75,7 +75,10 @@ def up(
     unverified: UnverifiedOpt = False,
     sort: SortOpt = SortKey.VALUE,
     provider: ProviderOpt = None,
-    offer: Annotated[str | None, typer.Option("--offer", help="Rent exactly vastai:ID.")] = None,
+    offer: Annotated[
+        str | None,
+        typer.Option("--offer", help="Rent exactly this offer: its id or a table's short id."),
+    ] = None,
     image: Annotated[str | None, typer.Option("--image", help="Docker image.")] = None,
     template: Annotated[str | None, typer.Option("--template", help="Template hash.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE, repeatable.")] = None,

@@ -12,7 +12,7 @@ from gpushop.models import SortKey
 from gpushop.offer_flags import build_query
 
 if TYPE_CHECKING:
-    pass
+    from gpushop.market.service import MarketSummary, SearchResult
 
 GpuOpt = Annotated[
     list[str] | None,
@@ -109,7 +109,7 @@ def offers(
         print_json([render.offer_json(o) for o in result.offers])
         return
     title = f"Best {len(result.offers)} offers by {sort.value}: {query.describe()}"
-    render.offers_table(result.offers, title)
+    render.offers_table(result.offers, title, _short_ids([o.id for o in result.offers], result))
 
 
 def market(
@@ -147,7 +147,19 @@ def market(
         f"Market: {summary.total_offers} verified on-demand offers"
         f" (best reliable = reliability >= {min_reliability:g}, 32 GB disk)"
     )
-    render.market_table(summary, title)
+    best = [m.best.id for m in summary.models if m.best]
+    render.market_table(summary, title, _short_ids(best, summary))
+
+
+def _short_ids(shown: list[str], found: SearchResult | MarketSummary) -> dict[str, str]:
+    """The short ids a table shows (unique among every current offer the command saw), kept on
+    this machine so that `--offer SHORT` rents exactly the offer shown (offer_ids.py)."""
+    from gpushop import offer_ids
+    from gpushop.config import cache_dir
+
+    short = offer_ids.short_ids(shown, found.known_ids)
+    offer_ids.remember(cache_dir(), short)
+    return short
 
 
 def register(app: typer.Typer) -> None:

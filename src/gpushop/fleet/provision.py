@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gpushop import offer_ids
+from gpushop.config import cache_dir
 from gpushop.errors import (
     GpushopError,
     NoMatchError,
@@ -100,12 +102,17 @@ class Provisioner:
         self._search_s = 0.0  # the last search, recorded per rental as "offer_chosen"
 
     async def candidates(self, opts: UpOptions) -> list[Offer]:
-        if opts.offer_id:
-            prefix, _, oid = opts.offer_id.partition(":")
+        if opts.offer_id is not None:
+            # a short id a table of this machine showed is exactly that offer; otherwise a
+            # prefix must name one current offer (offer_ids.py)
+            shown = offer_ids.recall(cache_dir(), opts.offer_id)
             found = await self.market.search(opts.query, SortKey.PRICE, 200)
-            exact = [o for o in found.offers if o.provider == prefix and o.offer_id == oid]
+            wanted = shown or offer_ids.resolve(
+                opts.offer_id, found.known_ids | {o.id for o in found.offers}
+            )
+            exact = [o for o in found.offers if o.id == wanted]
             if not exact:
-                raise NoMatchError(f"offer {opts.offer_id} is not available or does not fit")
+                raise NoMatchError(f"offer {wanted} is not available or does not fit")
             return exact
         blocked = {
             m for name in self.providers for m in self.store.blocked_hosts(name, datetime.now(UTC))

@@ -31,6 +31,9 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)
     dropped: int = 0  # offers the server returned that failed our own re-check
     market_cached: bool = False
+    # ids of every current offer this search saw (answers and market snapshots): what a short
+    # offer id must be unique among (offer_ids.py)
+    known_ids: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -39,6 +42,7 @@ class MarketSummary:
     total_offers: int
     warnings: list[str] = field(default_factory=list)
     cached: bool = False
+    known_ids: set[str] = field(default_factory=set)  # every offer of the snapshots
 
 
 def pool_size(sort: SortKey, limit: int) -> int:
@@ -94,6 +98,8 @@ class Market:
             for offer in offers:
                 offer.market_median_per_gpu = medians.get(offer.gpu_name)
             result.offers.extend(offers)
+            result.known_ids.update(o.id for o in offers)
+            result.known_ids.update(o.id for o in market)
         result.market_cached = cached
         result.offers = ranking.rank(result.offers, sort, self.preferred)[:limit]
         if not result.offers:
@@ -151,6 +157,7 @@ class Market:
         """Per GPU model: offers, p10/p50/p90 $/GPU/h and the best reliable offer."""
         snapshots, warnings = await self._each_provider(self.snapshot)
         offers = [offer for found, _ in snapshots for offer in found]
+        known_ids = {offer.id for offer in offers}
         cached = all(was_cached for _, was_cached in snapshots)
         if gpus:
             offers = [o for o in offers if any(s.matches(o.gpu_variant) for s in gpus)]
@@ -163,4 +170,6 @@ class Market:
         medians = stats.medians(offers)
         for offer in best.values():
             offer.market_median_per_gpu = medians.get(offer.gpu_name)
-        return MarketSummary(stats.summarize(offers, best=best), len(offers), warnings, cached)
+        return MarketSummary(
+            stats.summarize(offers, best=best), len(offers), warnings, cached, known_ids
+        )
