@@ -25,6 +25,8 @@ from emulator_ssh import (
     ssh_run,
     wait_status,
 )
+from tensordock_helpers import create_on, node_with, td_client, wait_for
+from tensordock_helpers import ssh as td_ssh
 
 from gpushop.emulator import EmulatorThread
 from waiting import until
@@ -100,6 +102,17 @@ def test_planted_symlinks_and_fifos_are_never_followed(
         until(done.exists, "onstart")
         assert refused(row["ssh_port"], theirs)
         assert ssh_run(row["ssh_port"], key, "echo ok").stdout == "ok\n"
+
+
+def test_a_tensordock_vm_honours_its_users_authorized_keys(emulator: EmulatorThread) -> None:
+    """A VM's own sshd reads ~user/.ssh/authorized_keys too."""
+    with td_client(emulator.tensordock_url, emulator.tensordock_token) as td:
+        key, theirs = new_key(), new_key()
+        vm_id, port = create_on(td, key, node_with(td))
+        wait_for(td, vm_id, "running", ip=True)
+        line = shlex.quote(public_text(theirs))
+        td_ssh(port, key, f"mkdir -p ~/.ssh && echo {line} >> ~/.ssh/authorized_keys")
+        assert td_ssh(port, theirs, "whoami").stdout == "user\n"
 
 
 # -- runtype args: an entrypoint, and sshd only when it starts one ------------------------------

@@ -102,7 +102,9 @@ def test_an_ambiguous_prefix_is_one_line_and_exit_2(env: Any, capsys: Any) -> No
     assert env.control.state()["instances"] == []
 
 
-@pytest.mark.parametrize(("offer", "code"), [("99999999999", 6), ("vastai:1", 6), (" ", 2)])
+@pytest.mark.parametrize(
+    ("offer", "code"), [("99999999999", 6), ("vastai:1", 6), (" ", 2), ("", 2)]
+)
 def test_an_unknown_or_empty_offer_rents_nothing(
     env: Any, capsys: Any, offer: str, code: int
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncssh
 
-from gpushop.emulator import image_files, images, isolation, nvidia_smi
+from gpushop.emulator import image_files, images, inside_files, isolation, nvidia_smi
 from gpushop.emulator.sandbox import Sandbox, SandboxError
 from gpushop.emulator.sandbox_files import CONTAINERS_SOCKET, CONTROL, STATE, write_script
 from gpushop.emulator.sandbox_runtime import SandboxRuntime, control_error
@@ -176,7 +176,10 @@ class VmRuntime(SandboxRuntime[str, VmHost]):
 
         def authorized() -> list[str]:
             live = state.vms.get(vm.id)
-            return list(live.ssh_keys) if live is not None else []
+            if live is None:
+                return []
+            # and ~user/.ssh/authorized_keys, as the VM's own sshd reads it
+            return list(live.ssh_keys) + inside_files.authorized_keys(sandbox.path, HOME)
 
         def environment() -> dict[str, str]:
             return sandbox.environment(self.vm_environment(state, vm))
