@@ -3,6 +3,7 @@ commands and by jobs, which store the flags and rebuild the query when they rent
 
 from __future__ import annotations
 
+import math
 import re
 
 from gpushop.errors import UsageError
@@ -31,6 +32,14 @@ def build_query(
     """The OfferQuery the offer flags describe; bad values are one-line usage errors."""
     from gpushop.gpus import parse_gpu_list  # the GPU table loads only when used
 
+    for flag, value in (
+        ("--min-vram", min_vram),
+        ("--max-price", max_price),
+        ("--min-reliability", min_reliability),
+        ("--disk", disk),
+        ("--min-cuda", min_cuda),
+    ):  # 1e309 is inf, and inf or nan would reach the provider's JSON
+        _check(value is None or math.isfinite(value), f"{flag} must be a number, not {value}")
     _check(min_vram is None or min_vram >= 0, "--min-vram must not be negative")
     _check(num_gpus is None or num_gpus >= 1, "--num-gpus must be at least 1")
     _check(max_price is None or max_price > 0, "--max-price must be a positive USD/h figure")

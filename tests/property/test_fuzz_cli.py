@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fuzzing import examples
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from gpushop.cli.app import main
@@ -142,6 +142,10 @@ def _check(
 
 @settings(max_examples=examples(30))
 @given(args=argv("offers", OFFERS_OPTIONS))
+# found by make fuzz: 1e309 is inf, which the provider's JSON refused with a traceback
+@example(args=["offers", "--disk", "1e309"])
+@example(args=["offers", "--max-price", "inf"])
+@example(args=["offers", "--min-vram", "1e999", "--min-cuda", "-inf"])
 def test_random_offers_arguments(shop_env: Any, capsys: Any, args: list[str]) -> None:
     _check(capsys, shop_env, args)
 
@@ -161,3 +165,10 @@ def test_random_run_arguments_never_rent(shop_env: Any, capsys: Any, args: list[
 def test_a_plain_up_is_refused_by_the_zero_budget(shop_env: Any, capsys: Any) -> None:
     """The premise of the tests above: with GPUSHOP_BUDGET_USD=0, `up` is refused (exit 5)."""
     assert _check(capsys, shop_env, ["up", "--min-vram", "24"], record=False) == 5
+
+
+@pytest.mark.parametrize("bid", ["nan", "inf", "1e309"])
+def test_a_bid_that_is_no_number_is_bad_input(shop_env: Any, capsys: Any, bid: str) -> None:
+    """nan passed `bid <= 0` and would have been sent to the provider as NaN."""
+    code = _check(capsys, shop_env, ["up", "--interruptible", "--bid", bid], record=False)
+    assert code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -111,7 +112,7 @@ def up(
 
     if image and template:
         raise UsageError("give --image or --template, not both")
-    if bid is not None and (bid <= 0 or not interruptible):
+    if bid is not None and (not math.isfinite(bid) or bid <= 0 or not interruptible):
         raise UsageError("--bid needs --interruptible and a positive USD/h figure")
     if not 1 <= attempts <= 20:
         raise UsageError("--attempts must be between 1 and 20")
