@@ -35,10 +35,11 @@ def table_ids(out: str) -> list[str]:
     return re.findall(r"^│\s*\d+\s*│\s*(\S+)\s*│", out, flags=re.MULTILINE)
 
 
-def whole_market(url: str) -> list[str]:
-    body = {"rentable": {"eq": True}, "limit": 20000, "type": "on-demand"}
+def whole_market(url: str, **filters: Any) -> Any:
+    """Every rentable on-demand offer: ids, or with filters the offers themselves."""
+    body = {"rentable": {"eq": True}, "limit": 20000, "type": "on-demand", **filters}
     offers = httpx.post(f"{url}/api/v0/bundles/", json=body, timeout=30).json()["offers"]
-    return [str(o["id"]) for o in offers]
+    return offers if filters else [str(o["id"]) for o in offers]
 
 
 def test_tables_show_short_unique_prefixes_and_json_keeps_the_whole_id(
@@ -82,10 +83,11 @@ def test_any_unique_prefix_works_without_a_table(env: Any, capsys: Any) -> None:
         for n in range(4, 9)
         if [m for m in market if m.startswith(target[:n])] == [target]
     )
-    code, out, err = cli(capsys, "up", "--offer", prefix, "--no-wait")
+    code, out, err = cli(capsys, "up", "--offer", prefix, "--no-wait", "--json")
     assert code == 0, err
     [instance] = env.control.state()["instances"]
     assert str(instance["offer_id"]) == target
+    assert cli(capsys, "down", json.loads(out)["rental_id"])[0] == 0
 
 
 def test_an_ambiguous_prefix_is_one_line_and_exit_2(env: Any, capsys: Any) -> None:
@@ -131,3 +133,24 @@ def test_a_shown_offer_that_is_gone_is_never_swapped_for_another(env: Any, capsy
         f"gpushop: error: offer {full['id']} is not available or does not fit"
     ]
     assert len(env.control.state()["instances"]) == 1  # only the other renter's
+
+
+def test_a_dear_offer_shown_for_its_model_is_rented_without_repeating_the_filters(
+    env: Any, capsys: Any
+) -> None:
+    """`offers --gpu H100` shows an offer far from the cheapest of the market; `up --offer
+    SHORT` (no --gpu) finds it all the same."""
+    code, out, _ = cli(capsys, "offers", "--gpu", "H100", "--limit", "1")
+    assert code == 0
+    short = table_ids(out)[0]
+    by_price = sorted(
+        whole_market(env.url, verified={"eq": True}, reliability2={"gte": 0.98}),
+        key=lambda o: o["dph_total"],
+    )
+    [target] = [str(o["id"]) for o in by_price if str(o["id"]).startswith(short)]
+    assert target not in [str(o["id"]) for o in by_price[:250]]  # past any first search
+    code, out, err = cli(capsys, "up", "--offer", short, "--no-wait", "--json")
+    assert code == 0, err
+    [instance] = env.control.state()["instances"]
+    assert str(instance["offer_id"]) == target
+    assert cli(capsys, "down", json.loads(out)["rental_id"])[0] == 0

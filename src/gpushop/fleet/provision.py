@@ -7,6 +7,8 @@ label, and every failure path releases what was created or leaves it labelled fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -30,6 +32,7 @@ from gpushop.fleet.connect import connect_rental
 from gpushop.fleet.owners import Owner
 from gpushop.fleet.release import ReleaseFailed, release_rental
 from gpushop.fleet.wait import NotReady, wait_ready
+from gpushop.gpus import parse_gpu_list
 from gpushop.market.service import Market
 from gpushop.models import (
     CreateRequest,
@@ -82,6 +85,18 @@ class UpOptions:
 Progress = Callable[[str], None]
 
 
+def _narrowed(query: OfferQuery, offer: Offer) -> OfferQuery:
+    """``query`` limited to ``offer``'s GPU model and count where it left them open (a filter
+    the user gave stays: the offer must still fit it)."""
+    gpus = query.gpus
+    if not gpus:
+        try:
+            gpus = parse_gpu_list([offer.gpu_name])
+        except GpushopError:
+            gpus = []
+    return dataclasses.replace(query, gpus=gpus, num_gpus=query.num_gpus or offer.num_gpus)
+
+
 class Provisioner:
     def __init__(
         self,
@@ -107,10 +122,15 @@ class Provisioner:
             # prefix must name one current offer (offer_ids.py)
             shown = offer_ids.recall(cache_dir(), opts.offer_id)
             found = await self.market.search(opts.query, SortKey.PRICE, 200)
-            wanted = shown or offer_ids.resolve(
-                opts.offer_id, found.known_ids | {o.id for o in found.offers}
-            )
+            wanted = shown or offer_ids.resolve(opts.offer_id, found.known_ids)
             exact = [o for o in found.offers if o.id == wanted]
+            seen = found.known.get(wanted)
+            if not exact and seen is not None:
+                # on the market but past the 200 cheapest that fit: look among its own model
+                with contextlib.suppress(NoMatchError):
+                    query = _narrowed(opts.query, seen)
+                    narrowed = await self.market.search(query, SortKey.PRICE, 200)
+                    exact = [o for o in narrowed.offers if o.id == wanted]
             if not exact:
                 raise NoMatchError(f"offer {wanted} is not available or does not fit")
             return exact

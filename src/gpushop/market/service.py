@@ -31,9 +31,13 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)
     dropped: int = 0  # offers the server returned that failed our own re-check
     market_cached: bool = False
-    # ids of every current offer this search saw (answers and market snapshots): what a short
+    # every current offer this search saw (answers and market snapshots) by id: what a short
     # offer id must be unique among (offer_ids.py)
-    known_ids: set[str] = field(default_factory=set)
+    known: dict[str, Offer] = field(default_factory=dict)
+
+    @property
+    def known_ids(self) -> set[str]:
+        return set(self.known)
 
 
 @dataclass(slots=True)
@@ -98,8 +102,8 @@ class Market:
             for offer in offers:
                 offer.market_median_per_gpu = medians.get(offer.gpu_name)
             result.offers.extend(offers)
-            result.known_ids.update(o.id for o in offers)
-            result.known_ids.update(o.id for o in market)
+            result.known.update((o.id, o) for o in market)
+            result.known.update((o.id, o) for o in offers)
         result.market_cached = cached
         result.offers = ranking.rank(result.offers, sort, self.preferred)[:limit]
         if not result.offers:
