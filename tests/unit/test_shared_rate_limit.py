@@ -40,7 +40,8 @@ def test_a_broken_bucket_file_counts_as_a_fresh_bucket(tmp_path: Path, content: 
     assert bucket._reserve() == 0.0  # a fresh bucket has a token at once
     # and the file is healed: the next callers queue normally again
     assert bucket._reserve() == 0.0
-    assert bucket._reserve() == pytest.approx(LIMIT.interval_s, rel=0.01)
+    # a third caller queues for (up to) one interval: less by what passed since, on the wall clock
+    assert 0.0 < bucket._reserve() <= LIMIT.interval_s
 
 
 def test_a_time_in_the_future_does_not_make_everyone_wait_until_then(tmp_path: Path) -> None:
