@@ -156,8 +156,8 @@ def _coerce(kind: str, value: Any, name: str) -> Any:
             return value
         if isinstance(value, int | float):
             return str(value)
-    else:  # columns that are always null: compare as given
-        return value
+    elif isinstance(value, bool | int | float | str):  # columns that are always null
+        return value  # compared as given (a list or an object is no value: and unhashable)
     raise QueryError(f"Invalid query: invalid value {value!r} for {name}")
 
 
