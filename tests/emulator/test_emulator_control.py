@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from gpushop.emulator import EmulatorThread
-from gpushop.emulator.control import EmulatorControlError
+from gpushop.emulator.control import EmulatorControl, EmulatorControlError
 
 
 def test_reset_restores_the_seeded_state(emulator: EmulatorThread, client: httpx.Client) -> None:
@@ -65,3 +67,40 @@ def test_request_log_never_holds_the_key(make_emulator: Callable[..., EmulatorTh
     assert emu.control.request_count("GET /api/v0/users/current/") == 2
     for control_path in ("requests", "state"):
         assert key not in httpx.get(f"{emu.url}/_emulator/{control_path}").text
+
+
+def _server_closing_idle_connections() -> tuple[socket.socket, threading.Thread]:
+    """A server that answers the first request of each connection and closes the connection
+    when a second one arrives on it, unanswered: an idle-timeout close crossing that request."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 2\r\n\r\n{}"
+                )
+                conn.recv(65536)  # the next request on this connection: closed unanswered
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_control_calls_survive_a_server_closing_idle_connections() -> None:
+    listener, thread = _server_closing_idle_connections()
+    control = EmulatorControl(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    try:
+        assert control.state() == {}
+        assert control.state() == {}  # a kept-alive connection got no answer here
+    finally:
+        control.close()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        listener.close()
+        thread.join(timeout=5)

@@ -14,7 +14,13 @@ class EmulatorControlError(RuntimeError):
 class EmulatorControl:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url + "/_emulator", timeout=30.0)
+        # a fresh connection per call: a kept-alive one may be closed by the server (idle
+        # timeout) just as a call goes out, which fails that call with no answer
+        self._client = httpx.Client(
+            base_url=self.url + "/_emulator",
+            timeout=30.0,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -66,6 +66,9 @@ def _uvicorn_config(app: Emulator, log_level: str) -> uvicorn.Config:
         ws="none",
         loop="asyncio",
         timeout_graceful_shutdown=2,
+        # idle keep-alive connections live 75 s, as nginx's default (uvicorn's 5 s raced clients
+        # that paused between calls: the close crossed their next request)
+        timeout_keep_alive=75,
     )
 
 
