@@ -13,7 +13,8 @@
         ├── NotFound               the instance / resource is not there (exit 1)
         ├── OfferUnavailable       the offer was taken or cannot start (exit 1)
         ├── InsufficientCredit     the account lacks credit (exit 5)
-        └── BadRequest             the provider rejected our request (exit 1)
+        ├── BadRequest             the provider rejected our request (exit 1)
+        └── Unsupported            the provider has no such thing (e.g. bids) (exit 2)
 
 Messages never contain secrets: callers pass only what is safe to show.
 """
@@ -98,3 +99,9 @@ class InsufficientCredit(ProviderError):
 
 class BadRequest(ProviderError):
     pass
+
+
+class Unsupported(ProviderError):
+    """The provider has no such operation (TensorDock has no bids): asking is bad usage."""
+
+    exit_code = 2

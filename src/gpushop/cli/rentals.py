@@ -92,6 +92,12 @@ def up(
     keep_interrupted: Annotated[
         bool, typer.Option("--keep-interrupted", help="Do not release when outbid.")
     ] = False,
+    rebid: Annotated[
+        bool,
+        typer.Option(
+            "--rebid", help="When outbid, bid what wins now up to --max-price (else release)."
+        ),
+    ] = False,
     attempts: Annotated[int, typer.Option("--attempts", help="Offers to try at most.")] = 3,
     watchdog_grace: Annotated[
         str,
@@ -114,6 +120,8 @@ def up(
         raise UsageError("give --image or --template, not both")
     if bid is not None and (not math.isfinite(bid) or bid <= 0 or not interruptible):
         raise UsageError("--bid needs --interruptible and a positive USD/h figure")
+    if rebid and not interruptible:
+        raise UsageError("--rebid needs --interruptible")
     if not 1 <= attempts <= 20:
         raise UsageError("--attempts must be between 1 and 20")
     cfg = settings()
@@ -146,6 +154,7 @@ def up(
         watchdog_grace_s=None if watchdog_grace == "off" else parse_duration(watchdog_grace),
         bid_price=bid,
         keep_interrupted=keep_interrupted,
+        rebid=rebid,
         budget_usd=cfg.gpushop_budget_usd,
         price_cap=max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
     )
@@ -389,6 +398,8 @@ def _show_report(report: dict[str, Any], as_json: bool) -> None:
             f"  {verb} {a['kind']}: rental {target}, instance {a['instance_id'] or '-'}"
             f" ({a['reason']}){' ERROR: ' + a['error'] if a.get('error') else ''}"
         )
+        if a.get("result"):
+            print(f"    {a['result']}")
 
 
 def _set_state(rental_id: str, state: str) -> None:

@@ -22,16 +22,18 @@ from gpushop import offer_ids
 from gpushop.config import cache_dir
 from gpushop.errors import (
     GpushopError,
+    MoneyLimitError,
     NoMatchError,
     OfferUnavailable,
     ProviderError,
     ProviderUnavailable,
 )
-from gpushop.fleet import choice, money, verify
+from gpushop.fleet import choice, money, rebid, verify
 from gpushop.fleet.connect import connect_rental
 from gpushop.fleet.owners import Owner
+from gpushop.fleet.reconcile_plan import outbid
 from gpushop.fleet.release import ReleaseFailed, release_rental
-from gpushop.fleet.wait import NotReady, wait_ready
+from gpushop.fleet.wait import NotReady, Readiness, wait_ready
 from gpushop.gpus import parse_gpu_list
 from gpushop.market.service import Market
 from gpushop.models import (
@@ -74,6 +76,7 @@ class UpOptions:
     wait: bool = True
     bid_price: float | None = None
     keep_interrupted: bool = False
+    rebid: bool = False  # outbid: bid what wins now, up to price_cap and the budget (rebid.py)
     budget_usd: float | None = None
     price_cap: float | None = None
     verify_host: bool = True
@@ -217,7 +220,15 @@ class Provisioner:
             bid_price=bid,
             keep_interrupted=opts.keep_interrupted,
             machine_id=offer.machine_id,
-            details={"storage_per_hour": offer.storage_price_per_hour, "offer": offer.id},
+            details={
+                "storage_per_hour": offer.storage_price_per_hour,
+                "offer": offer.id,
+                **(
+                    {rebid.REBID_KEY: rebid.settings_for(opts.price_cap, opts.budget_usd)}
+                    if opts.rebid and opts.query.interruptible
+                    else {}
+                ),
+            },
         )
         self.store.record_timing(rental.id, "offer_chosen", self._search_s)
         rival = self._earlier_claim(rental.id, offer)
@@ -328,9 +339,7 @@ class Provisioner:
                 last[0] = line
                 progress(line)
 
-        ready = await wait_ready(
-            provider, instance_id, timeout_s=opts.ready_timeout_s, on_status=show
-        )
+        ready = await self._wait_ready(rental, provider, opts, show, progress)
         now = time.monotonic() - created_at
         if not running_seen[0]:
             # SSH answered before a poll said "running": it was running by then at the latest
@@ -342,6 +351,39 @@ class Provisioner:
         if opts.verify_host:
             await self._verify(rental, offer, opts)
         return self.store.transition(rental.id, RentalState.READY, "SSH answers")
+
+    async def _wait_ready(
+        self,
+        rental: Rental,
+        provider: Provider,
+        opts: UpOptions,
+        show: Callable[[Instance], None],
+        progress: Progress,
+    ) -> Readiness:
+        """Until SSH answers. With ``--rebid``, an instance outbid while it starts bids what
+        wins now (up to the cap) and is waited for again; above the cap it fails as without."""
+        instance_id = rental.instance_id or ""
+        for _ in range(10):  # a market that outbids us ten times over is not worth chasing
+            try:
+                return await wait_ready(
+                    provider, instance_id, timeout_s=opts.ready_timeout_s, on_status=show
+                )
+            except NotReady:
+                current = self.store.get(rental.id) or rental
+                if not rebid.wanted(current):
+                    raise
+                inst = await provider.get_instance(instance_id)
+                if inst is None or not outbid(inst):
+                    raise
+                current = self.store.transition(
+                    rental.id, RentalState.INTERRUPTED, "outbid while starting"
+                )
+                try:
+                    await rebid.place(self.store, provider, current, inst, progress)
+                except MoneyLimitError as exc:
+                    progress(f"{rental.id} was outbid and not re-bid: {exc}")
+                    raise NotReady(f"outbid; not re-bid: {exc}", host_fault=False) from None
+        raise NotReady(f"instance {instance_id} was outbid again and again", host_fault=False)
 
     async def _verify(self, rental: Rental, offer: Offer, opts: UpOptions) -> None:
         try:
@@ -426,7 +468,7 @@ def with_watchdog(
     return "\n".join(parts) or None, deadline
 
 
-BID_MARGIN = 1.05  # just above the current minimum, so a small move does not outbid us at once
+BID_MARGIN = rebid.BID_MARGIN  # just above the minimum, so a small move does not outbid us
 
 
 def choose_bid(offer: Offer, opts: UpOptions) -> float:

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gpushop.errors import ProviderError
-from gpushop.fleet import labels
+from gpushop.errors import MoneyLimitError, ProviderError
+from gpushop.fleet import labels, rebid
 from gpushop.fleet.owners import Owner, owner_alive
 from gpushop.fleet.reconcile_plan import Action, Kind, RentalView, plan
 from gpushop.fleet.release import ReleaseFailed, destroy_verified, release_rental
+from gpushop.fleet.wait import NotReady
 from gpushop.models import RentalState
 from gpushop.providers.base import Provider
 from gpushop.store import LockBusy, Store
@@ -113,20 +114,23 @@ async def _one(
         if report.dry_run:
             continue
         try:
-            await _apply(store, provider, action)
+            result = await _apply(store, provider, action)
+            if result:
+                entry["result"] = result
         except (ProviderError, ReleaseFailed, ValueError) as exc:
             entry["error"] = str(exc)
             report.errors.append(f"{action.kind} {action.rental_id or action.instance_id}: {exc}")
 
 
-async def _apply(store: Store, provider: Provider, action: Action) -> None:
+async def _apply(store: Store, provider: Provider, action: Action) -> str | None:
+    """Do it; a line worth showing when the outcome is not plain from the action (a re-bid)."""
     rental = store.get(action.rental_id) if action.rental_id else None
     if action.kind is Kind.DESTROY_ORPHAN or rental is None:
         if action.instance_id:
             await destroy_verified(provider, action.instance_id)
         if rental is not None:
             store.note(rental.id, f"orphan instance {action.instance_id} destroyed by reconcile")
-        return
+        return None
     if action.kind is Kind.ABANDONED:
         await release_rental(
             store, provider, rental, f"reconcile: {action.reason}", final=RentalState.FAILED
@@ -135,9 +139,26 @@ async def _apply(store: Store, provider: Provider, action: Action) -> None:
         await release_rental(store, provider, rental, f"reconcile: {action.reason}")
     elif action.kind is Kind.OUTBID:
         rental = store.transition(rental.id, RentalState.INTERRUPTED, "outbid")
+        refused = ""
+        if rebid.wanted(rental):  # `--rebid`: bid what wins now, up to the cap
+            lines: list[str] = []
+            try:
+                rental = await rebid.rebid(store, provider, rental, progress=lines.append)
+                return lines[-1] if lines else "re-bid"
+            except MoneyLimitError as exc:  # nothing was sent: the bid never passes the cap
+                refused = f"not re-bid: {exc}"
+                store.note(rental.id, refused)
+            except NotReady as exc:  # re-bid, but it did not come back: as if outbid
+                refused = f"re-bid, but it did not run again: {exc}"
+                store.note(rental.id, refused)
+                rental = store.get(rental.id) or rental
+                await release_rental(store, provider, rental, "re-bid, not ready: released")
+                return f"{refused}; released"
         if action.release:
             await release_rental(store, provider, rental, "interrupted: released")
+        return f"{refused}; {'released' if action.release else 'kept'}" if refused else None
     elif action.kind is Kind.GHOST:
         if action.instance_id and await provider.get_instance(action.instance_id) is not None:
-            return  # listed late, but there: not a ghost
+            return None  # listed late, but there: not a ghost
         store.transition(rental.id, RentalState.LOST, "instance gone from the provider")
+    return None

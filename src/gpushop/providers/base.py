@@ -59,6 +59,11 @@ class Provider(Protocol):
         """Start ("running") or stop ("stopped"); False when the provider queued it."""
         ...
 
+    async def change_bid(self, instance_id: str, price: float) -> None:
+        """Set an interruptible instance's bid (USD/h for the GPUs, storage apart); an outbid
+        one whose bid wins again runs again. ``Unsupported`` where the provider has no bids."""
+        ...
+
     def watchdog_script(self, deadline: float) -> str | None:
         """Lines of the instance's start script that stop the instance at ``deadline`` (UTC
         epoch seconds) with no key of ours on it (None: the provider has no way)."""

@@ -22,7 +22,14 @@ from typing import Any
 import httpx
 
 from gpushop import __version__
-from gpushop.errors import AuthFailed, BadRequest, NotFound, OfferUnavailable, ProviderUnavailable
+from gpushop.errors import (
+    AuthFailed,
+    BadRequest,
+    NotFound,
+    OfferUnavailable,
+    ProviderUnavailable,
+    Unsupported,
+)
 from gpushop.models import (
     CreateRequest,
     Feature,
@@ -385,6 +392,11 @@ class TensorDockProvider:
     def move_deadline_command(self, deadline: float) -> str | None:
         del deadline
         return None
+
+    async def change_bid(self, instance_id: str, price: float) -> None:
+        """TensorDock has no spot market: its VMs have no bid to change."""
+        del instance_id, price
+        raise Unsupported("TensorDock has no bids (no interruptible VMs)", provider=NAME)
 
     async def charges(self, start: float, end: float) -> list[dict[str, Any]]:
         """Not available (``Feature.CHARGES`` is not supported): the v2 billing paths are

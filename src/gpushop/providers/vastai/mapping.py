@@ -149,5 +149,6 @@ def instance_from_vast(raw: dict[str, Any]) -> Instance:
             "intended_status": raw.get("intended_status"),
             "cur_state": raw.get("cur_state"),
             "is_bid": raw.get("is_bid"),
+            "min_bid": _f(raw, "min_bid"),  # the offer's current minimum bid (what wins now)
         },
     )

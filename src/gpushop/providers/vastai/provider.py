@@ -28,6 +28,7 @@ THRESHOLDS: dict[str, tuple[float, int]] = {
     "GET /api/v1/instances/": (1.0, 2),
     "GET /instances/{id}/": (2.0, 2),
     "PUT /instances/{id}/": (1.0, 2),
+    "PUT /instances/bid_price/{id}/": (5.5, 1),
     "DELETE /instances/{id}/": (3.0, 2),
     "GET /ssh/": (1.0, 2),
     "POST /ssh/": (1.0, 2),
@@ -223,6 +224,18 @@ class VastAIProvider:
             json={"state": state},
         )
         return bool((data or {}).get("success"))
+
+    async def change_bid(self, instance_id: str, price: float) -> None:
+        """The new bid applies from now; an outbid instance whose bid reaches the offer's
+        ``min_bid`` runs again. 404 ``no_such_instance`` → NotFound, 400 ``invalid_price`` /
+        ``invalid_args`` (on-demand) → BadRequest, ``missing_billing`` → InsufficientCredit."""
+        self._require_key()
+        await self.http.request(
+            "PUT",
+            f"/instances/bid_price/{int(instance_id)}/",
+            endpoint="PUT /instances/bid_price/{id}/",
+            json={"client_id": "me", "price": round(float(price), 4)},
+        )
 
     async def set_label(self, instance_id: str, label: str) -> None:
         self._require_key()
