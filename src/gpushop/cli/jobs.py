@@ -32,8 +32,10 @@ from gpushop.errors import UsageError
 from gpushop.models import SortKey
 
 if TYPE_CHECKING:
+    from gpushop.cli.live_progress import LiveLog
     from gpushop.jobs.runner import Hooks
     from gpushop.jobs.spec import JobSpec
+    from gpushop.recipes.aitoolkit import Progress
     from gpushop.store import Job
 
 # exit codes of a job command: its outcome, as a shell would see it
@@ -41,25 +43,55 @@ EXIT_BY_STATE = {"succeeded": 0, "failed": 1, "timed_out": 124, "cancelled": 130
 
 
 class TerminalOutput:
-    """Progress lines on stderr, the job's log on stdout, transfers as rich progress bars."""
+    """Progress lines on stderr, the job's log on stdout, transfers as rich progress bars.
 
-    def __init__(self, *, show_log: bool = True, log_to_stderr: bool = False) -> None:
+    With ``bar`` (a recipe's parser of its trainer's progress bar), the trainer's bar is one live
+    bar on a terminal and a plain line now and then elsewhere (cli/live_progress.py); ``cost``
+    gives the cost so far that it shows."""
+
+    def __init__(
+        self,
+        *,
+        show_log: bool = True,
+        log_to_stderr: bool = False,
+        bar: Callable[[str], Progress | None] | None = None,
+    ) -> None:
         self.show_log = show_log
         self._sink = sys.stderr if log_to_stderr else sys.stdout
         self._bars: Any = None
+        self.bar = bar
+        self.cost: Callable[[], float | None] | None = None
+        self._live_log: LiveLog | None = None
 
     def message(self, text: str) -> None:
         self._stop_bars()
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        if self._live_log is not None and self._live_log.message(f"[{stamp}] {text}"):
+            return  # above the live bar
         print(f"[{stamp}] {text}", file=sys.stderr, flush=True)
 
     def log(self, data: bytes) -> None:
-        if self.show_log:
+        if self.show_log and self.bar is not None:
+            self._stop_bars()
+            if self._live_log is None:
+                from gpushop.cli.live_progress import LiveLog
+
+                self._live_log = LiveLog(self._sink, self.bar, cost=self.cost)
+            self._live_log.feed(data)
+        elif self.show_log:
             self._stop_bars()
             self._sink.buffer.write(data)
             self._sink.flush()
 
+    def close(self) -> None:
+        """The end: the log's last line, and every bar stopped."""
+        self._stop_bars()
+        if self._live_log is not None:
+            self._live_log.close()
+
     def progress(self, label: str) -> Callable[[int, int], None]:
+        if self._live_log is not None:
+            self._live_log.stop_bar()  # one live display at a time
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -156,11 +188,12 @@ def drive(
     hooks: Hooks | None = None,
     show_log: bool = True,
     log_to_stderr: bool = False,
+    bar: Callable[[str], Progress | None] | None = None,
 ) -> Job:
     from gpushop.jobs.runner import JobRunner
 
     cfg = settings()
-    output = TerminalOutput(show_log=show_log, log_to_stderr=log_to_stderr)
+    output = TerminalOutput(show_log=show_log, log_to_stderr=log_to_stderr, bar=bar)
 
     async def go() -> Job:
         from gpushop.fleet.reconcile import reconcile
@@ -185,12 +218,18 @@ def drive(
                 hooks=hooks,
                 secrets=secrets,
             )
+
+            def cost() -> float | None:  # so far, as the job's summary will count it
+                job = shop.store.get_job(job_id)
+                return None if job is None else runner.cost(job)
+
+            output.cost = cost
             return await runner.drive(job_id)
 
     try:
         return run_async(go())
     finally:
-        output._stop_bars()
+        output.close()
 
 
 def finish(job: Job, as_json: bool) -> None:
@@ -269,9 +308,12 @@ def offer_options(
     offer: str | None,
     attempts: int,
     provider: str | None = None,
+    rebid: bool = False,
 ) -> dict[str, Any]:
     from gpushop.jobs.offer_flags import offer_flags
 
+    if rebid and not interruptible:
+        raise UsageError("--rebid needs --interruptible")
     cfg = settings()
     return offer_flags(
         {
@@ -293,6 +335,7 @@ def offer_options(
         provider=provider,
         budget_usd=cfg.gpushop_budget_usd,
         price_cap=max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
+        rebid=rebid,
     )
 
 
@@ -313,6 +356,12 @@ def run(
     min_cuda: MinCudaOpt = None,
     country: CountryOpt = None,
     interruptible: InterruptibleOpt = False,
+    rebid: Annotated[
+        bool,
+        typer.Option(
+            "--rebid", help="When outbid, bid what wins now up to --max-price (else release)."
+        ),
+    ] = False,
     unverified: UnverifiedOpt = False,
     sort: SortOpt = SortKey.VALUE,
     provider: ProviderOpt = None,
@@ -392,6 +441,7 @@ def run(
             offer=offer,
             attempts=attempts,
             provider=provider,
+            rebid=rebid,
         ),
         image=image,
         template_hash=template,
@@ -558,8 +608,22 @@ def attach(
         start = log_path(job_id).stat().st_size if log_path(job_id).exists() else 0
         if not quiet and start:
             follow_local(job_id, follow=False)
-        job = drive(job_id, hooks=_hooks_for(job), show_log=not quiet, log_to_stderr=as_json)
+        job = drive(
+            job_id,
+            hooks=_hooks_for(job),
+            show_log=not quiet,
+            log_to_stderr=as_json,
+            bar=_bar_for(job),
+        )
     finish(job, as_json)
+
+
+def _bar_for(job: Job) -> Callable[[str], Progress | None] | None:
+    if job.kind == "flux-lora":
+        from gpushop.cli.training import flux_bar
+
+        return flux_bar(str(job.spec.get("recipe", {}).get("name", job.name)))
+    return None
 
 
 def _hooks_for(job: Job) -> Hooks | None:

@@ -30,9 +30,12 @@ from gpushop.cli.shopping import (
 from gpushop.errors import NoMatchError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gpushop.jobs.runner import Hooks
     from gpushop.models import Offer
     from gpushop.recipes import RecipeImage
+    from gpushop.recipes.aitoolkit import Progress
     from gpushop.store import Job
 
 train_app = typer.Typer(
@@ -73,6 +76,12 @@ def flux_lora(
     min_cuda: MinCudaOpt = None,
     country: CountryOpt = None,
     interruptible: InterruptibleOpt = False,
+    rebid: Annotated[
+        bool,
+        typer.Option(
+            "--rebid", help="When outbid, bid what wins now up to --max-price (else release)."
+        ),
+    ] = False,
     unverified: UnverifiedOpt = False,
     provider: ProviderOpt = None,
     image: Annotated[
@@ -149,6 +158,7 @@ def flux_lora(
         offer=None,
         attempts=3,
         provider=provider,
+        rebid=rebid,
     )
     best = _best_offer(flags)
     run_estimate = estimate_run(
@@ -201,7 +211,10 @@ def flux_lora(
         return
     print(f"job {job_id}", file=sys.stderr)
     job = drive(
-        job_id, hooks=flux_hooks_for(job_id, spec.name, spec.rank, out_dir), log_to_stderr=as_json
+        job_id,
+        hooks=flux_hooks_for(job_id, spec.name, spec.rank, out_dir),
+        log_to_stderr=as_json,
+        bar=flux_bar(spec.name),
     )
     if job.state.value == "succeeded" and not as_json:
         final = out_dir / f"{spec.name}.safetensors"
@@ -326,6 +339,13 @@ def flux_hooks_for(job_id: str, name: str, rank: int, out_dir: Path) -> Hooks:
     return Hooks(
         lost=lost, verify=verify, resume=resume, resumed_at=lambda t: resumed_step(t, name)
     )
+
+
+def flux_bar(name: str) -> Callable[[str], Progress | None]:
+    """ai-toolkit's training bar (its description is the job's name), one redraw at a time."""
+    from gpushop.recipes.aitoolkit import last_progress
+
+    return lambda piece: last_progress(piece, name)
 
 
 def flux_hooks(job: Job) -> Hooks:
