@@ -29,6 +29,7 @@ def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
     monkeypatch.delenv("VASTAI_MAX_BID_PER_HOUR", raising=False)
     monkeypatch.delenv("GPUSHOP_BUDGET_USD", raising=False)
+    monkeypatch.chdir(tmp_path)
     return emulator
 
 
@@ -168,3 +169,58 @@ async def test_the_adapter_maps_bid_errors_and_tensordock_has_none(env: Any) -> 
         assert refused.value.exit_code == 2
     finally:
         await td.aclose()
+
+
+def test_a_job_whose_rental_is_outbid_is_rebid_and_runs_again_on_it(
+    env: Any, capsys: Any, tmp_path: Path
+) -> None:
+    import threading
+
+    db_url = os.environ["GPUSHOP_DB_URL"]  # read now: the thread may outlive monkeypatch
+    data_dir = Path(os.environ["GPUSHOP_DATA_DIR"])
+    done = threading.Event()
+    outbid_iid: list[int] = []
+
+    def outbid_mid_run() -> None:
+        while not done.wait(0.05):
+            with Store.open(db_url) as s:
+                jobs = s.list_jobs()
+                rental = s.get(jobs[0].rental_id or "") if jobs else None
+            log = data_dir / "jobs" / jobs[0].id / "job.log" if jobs else None
+            if log is not None and log.exists() and "first run" in log.read_text(errors="replace"):
+                assert rental is not None and rental.instance_id
+                outbid_iid.append(int(rental.instance_id))
+                env.control.outbid(instance_id=outbid_iid[0])
+                return
+
+    offer = an_offer(capsys)
+    thread = threading.Thread(target=outbid_mid_run, daemon=True)
+    thread.start()
+    try:
+        code, out, err = cli(
+            capsys,
+            "run",
+            "--interruptible",
+            "--rebid",
+            "--offer",
+            offer["id"],
+            "--resume-on-loss",
+            "0",
+            "--cmd",
+            "if [ -e ran ]; then echo second run; exit 0; fi; touch ran; echo first run; sleep 600",
+        )
+    finally:
+        done.set()
+        thread.join()
+    assert code == 0, err
+    assert "was outbid: bid raised to $" in err
+    assert "first run" in out and "second run" in out
+    assert bids_sent(env) == [pytest.approx(winning(offer), abs=1e-3)]
+    # one rental all along, now released, billed at the new price after the re-bid
+    with Store.open(db_url) as s:
+        [rental] = s.list()
+    assert rental.instance_id == str(outbid_iid[0]) and str(rental.state) == "released"
+    assert rental.price_per_hour == pytest.approx(
+        winning(offer) + offer["storage_price_per_hour"], abs=1e-3
+    )
+    assert env.control.state()["instances"] == []

@@ -34,7 +34,7 @@ DEFAULT_IMAGE = "vastai/base-image:@vastai-automatic-tag"
 def offer_flags(query: dict[str, Any], **rest: Any) -> dict[str, Any]:
     """What a job stores: the query flags as given (validated now, rebuilt later) and the rest
     of the renting options (sort, offer, attempts, ready_timeout_s, bid, keep_interrupted,
-    budget_usd, price_cap, watchdog_grace_s)."""
+    rebid, budget_usd, price_cap, watchdog_grace_s)."""
     stored: dict[str, Any] = {k: query.get(k, QUERY_DEFAULTS.get(k)) for k in QUERY_KEYS}
     build_query(**stored)  # bad flags fail now, before anything is rented
     return {"query": stored, **rest}
@@ -56,6 +56,7 @@ def up_options(spec: JobSpec) -> UpOptions:
         ready_timeout_s=float(flags.get("ready_timeout_s") or 15 * 60.0),
         bid_price=flags.get("bid"),
         keep_interrupted=bool(flags.get("keep_interrupted")),
+        rebid=bool(flags.get("rebid")),
         budget_usd=flags.get("budget_usd"),
         price_cap=flags.get("price_cap"),
     )

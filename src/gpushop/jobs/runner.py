@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,11 +23,14 @@ from typing import Any, Protocol
 import asyncssh
 
 from gpushop.config import data_dir
-from gpushop.errors import GpushopError, ProviderError
+from gpushop.errors import GpushopError, MoneyLimitError, ProviderError
+from gpushop.fleet import rebid
 from gpushop.fleet.connect import connect_rental
 from gpushop.fleet.owners import Owner
 from gpushop.fleet.provision import Provisioner, UpOptions
+from gpushop.fleet.reconcile_plan import outbid
 from gpushop.fleet.release import ReleaseFailed, release_rental
+from gpushop.fleet.wait import NotReady
 from gpushop.jobs import remote
 from gpushop.jobs.offer_flags import up_options
 from gpushop.jobs.session import RemoteJob
@@ -43,6 +47,7 @@ HEARTBEAT_S = 5.0
 RESUME_WATCH_BYTES = 16_000_000  # a resumed run that has not said where it started by then
 STATUS_POLL_S = 1.0
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # ~1 minute of SSH trouble on a live host
+MAX_REBIDS = 10  # --rebid: a market that outbids a job ten times is not worth chasing
 
 
 class JobFailed(GpushopError):
@@ -415,6 +420,9 @@ class JobRunner:
                 log.info("sync failed (next try in %ss): %s", spec.sync_every_s, exc)
 
     async def _lost(self, job: Job, spec: JobSpec, rental: Rental, why: str) -> Job:
+        again = await self._rebid(job, spec, rental)
+        if again is not None:
+            return again
         self.out.message(f"rental {rental.id} lost: {why}")
         lost_note = self.hooks.lost(job, log_path(job.id))
         if lost_note:
@@ -449,6 +457,52 @@ class JobRunner:
             state=JobState.RELEASING,
             error=f"rental lost: {why}",
             details={"outcome": JobState.FAILED.value},
+        )
+
+    async def _rebid(self, job: Job, spec: JobSpec, rental: Rental) -> Job | None:
+        """``--rebid``: an outbid rental bids what wins now (never above the cap) and the job
+        runs again on the same instance, whose files were kept. None when the rental was not
+        outbid, did not ask for it, or the cap refused (the caller then releases it as before)."""
+        rental = self.store.get(rental.id) or rental
+        rebids = int(job.details.get("rebids", 0))
+        if not rebid.wanted(rental) or not rental.instance_id or rebids >= MAX_REBIDS:
+            return None
+        provider = self.providers[rental.provider]
+        try:
+            inst = await provider.get_instance(rental.instance_id)
+        except ProviderError:
+            return None
+        if inst is None or not outbid(inst) or rental.state is not RentalState.READY:
+            return None
+        await self._close()
+        rental = self.store.transition(
+            rental.id, RentalState.INTERRUPTED, "outbid", expect=RentalState.READY
+        )
+        try:
+            rental = await rebid.rebid(self.store, provider, rental, progress=self.out.message)
+            conn = await self._connection(rental)
+            # the run's processes ended with the outbid: forget them (the log kept aside), so
+            # the launch starts the command again instead of finding it "already started"
+            d = shlex.quote(job.remote_dir or spec.remote_dir(job.id))
+            await ssh.run(conn, f"cd {d} && rm -f pid exit exit.tmp && mv -f log log.outbid")
+        except MoneyLimitError as exc:
+            self.out.message(f"{rental.id} was outbid and not re-bid: {exc}")
+            return None
+        except (NotReady, ProviderError, ssh.SshError, OSError) as exc:
+            self.out.message(f"{rental.id} was re-bid but did not run again: {exc}")
+            return None
+        plan = self.hooks.resume(job, spec, log_path(job.id))
+        with log_path(job.id).open("ab") as sink:
+            sink.write(f"\n[gpushop] rental {rental.id} outbid and re-bid; again\n".encode())
+        return self.store.update_job(
+            job.id,
+            state=JobState.UPLOADING,
+            details={
+                "rebids": rebids + 1,
+                "restore": True,
+                "resume_plan": plan.to_json() if plan is not None else None,
+                "resume_watch": False,
+            },
         )
 
     async def _download(self, job: Job, spec: JobSpec) -> Job:
