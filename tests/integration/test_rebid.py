@@ -152,6 +152,8 @@ def test_outbid_while_starting_is_rebid_by_up(env: Any, capsys: Any) -> None:
 def test_rebid_needs_interruptible(env: Any, capsys: Any) -> None:
     code, _, err = cli(capsys, "up", "--rebid")
     assert code == 2 and "--rebid needs --interruptible" in err
+    code, _, err = cli(capsys, "run", "--rebid", "--cmd", "true")
+    assert code == 2 and "--rebid needs --interruptible" in err
     assert env.control.state()["instances"] == []
 
 
@@ -223,4 +225,52 @@ def test_a_job_whose_rental_is_outbid_is_rebid_and_runs_again_on_it(
     assert rental.price_per_hour == pytest.approx(
         winning(offer) + offer["storage_price_per_hour"], abs=1e-3
     )
+    assert env.control.state()["instances"] == []
+
+
+def test_a_job_whose_winning_bid_is_above_the_cap_is_released_as_before(
+    env: Any, capsys: Any
+) -> None:
+    import threading
+
+    db_url = os.environ["GPUSHOP_DB_URL"]
+    data_dir = Path(os.environ["GPUSHOP_DATA_DIR"])
+    done = threading.Event()
+
+    def outbid_mid_run() -> None:
+        while not done.wait(0.05):
+            with Store.open(db_url) as s:
+                jobs = s.list_jobs()
+                rental = s.get(jobs[0].rental_id or "") if jobs else None
+            log = data_dir / "jobs" / jobs[0].id / "job.log" if jobs else None
+            if log is not None and log.exists() and "first run" in log.read_text(errors="replace"):
+                assert rental is not None and rental.instance_id
+                env.control.outbid(instance_id=int(rental.instance_id))
+                return
+
+    offer = an_offer(capsys)
+    cap = round(offer["min_bid"] * 1.02 + offer["storage_price_per_hour"], 4)
+    thread = threading.Thread(target=outbid_mid_run, daemon=True)
+    thread.start()
+    try:
+        code, _, err = cli(
+            capsys,
+            "run",
+            "--interruptible",
+            "--rebid",
+            "--offer",
+            offer["id"],
+            "--max-price",
+            str(cap),
+            "--resume-on-loss",
+            "0",
+            "--cmd",
+            "echo first run; sleep 600",
+        )
+    finally:
+        done.set()
+        thread.join()
+    assert code == 1
+    assert "not re-bid" in err and "above the max price" in err and "released" in err
+    assert bids_sent(env) == []
     assert env.control.state()["instances"] == []

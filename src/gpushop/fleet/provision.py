@@ -380,6 +380,7 @@ class Provisioner:
                 )
                 try:
                     await rebid.place(self.store, provider, current, inst, progress)
+                    await rebid.until_starting(provider, instance_id)
                 except MoneyLimitError as exc:
                     progress(f"{rental.id} was outbid and not re-bid: {exc}")
                     raise NotReady(f"outbid; not re-bid: {exc}", host_fault=False) from None

@@ -10,19 +10,22 @@ in ``details["rebid"]``, so ``reconcile`` can re-bid a rental long after ``up`` 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from gpushop.errors import MoneyLimitError, NotFound, OfferUnavailable
 from gpushop.fleet import money
-from gpushop.fleet.wait import wait_ready
-from gpushop.models import Instance, RentalState
+from gpushop.fleet.wait import NotReady, wait_ready
+from gpushop.models import Instance, InstanceStatus, RentalState
 from gpushop.providers.base import Provider
 from gpushop.store import Rental, Store
 
 BID_MARGIN = 1.05  # as provision.BID_MARGIN (kept here: provision imports this module)
 REBID_KEY = "rebid"
+RESTART_GRACE_S = 60.0  # after the bid took, how long the provider may still say "exited"
+RESTART_POLL_S = 2.5
 
 
 def settings_for(cap: float | None, budget_usd: float | None) -> dict[str, Any]:
@@ -100,6 +103,24 @@ async def place(
     return rental
 
 
+async def until_starting(
+    provider: Provider, instance_id: str, grace_s: float = RESTART_GRACE_S
+) -> None:
+    """Until the instance no longer shows the stopped state the outbid left (the provider may
+    report ``exited`` for a moment after the bid took): ``wait_ready`` fails on a stopped one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while True:
+        inst = await provider.get_instance(instance_id)
+        if inst is None:
+            raise NotReady(f"instance {instance_id} disappeared after the re-bid")
+        if inst.status is not InstanceStatus.STOPPED:
+            return
+        if loop.time() > deadline:
+            raise NotReady(f"instance {instance_id} still stopped {grace_s:.0f}s after the re-bid")
+        await asyncio.sleep(RESTART_POLL_S)
+
+
 async def rebid(
     store: Store,
     provider: Provider,
@@ -119,6 +140,7 @@ async def rebid(
     if inst is None:
         raise NotFound(f"instance {rental.instance_id} is gone", provider=rental.provider)
     rental = await place(store, provider, rental, inst, progress)
+    await until_starting(provider, inst.instance_id)
     ready = await wait_ready(provider, inst.instance_id, timeout_s=ready_timeout_s)
     rental = store.update(rental.id, ssh_host=ready.host, ssh_port=ready.port)
     return store.transition(rental.id, RentalState.READY, "runs again after the re-bid")
