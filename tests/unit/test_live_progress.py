@@ -77,3 +77,22 @@ def test_on_a_terminal_messages_and_lines_go_above_the_live_bar() -> None:
     assert "synced 1 new file(s)" in seen and "Saving at step 1" in seen
     assert re.search(r"job .*1000/1000 loss 0\.3500 0\.66 it/s ETA 30:00 \$\?", seen)
     assert not live.message("after the bar")  # no bar live: the caller prints it
+
+
+def test_other_bars_redraw_in_place_on_a_terminal_and_are_one_line_elsewhere() -> None:
+    fetch = b"\rFetching 23 files:  0%| | 0/23\rFetching 23 files: 52%|#| 12/23\r" + (
+        b"Fetching 23 files: 100%|##| 23/23\nLoading t5\n"
+    )
+    lines = {}
+    for terminal in (True, False):
+        sink = io.StringIO()
+        live = LiveLog(sink, lambda piece: last_progress(piece, "job"), console=Console())
+        live.sink_is_terminal = terminal
+        live.feed(fetch)
+        live.close()
+        lines[terminal] = sink.getvalue()
+    assert lines[False] == "Fetching 23 files: 100%|##| 23/23\nLoading t5\n"
+    assert lines[True] == (
+        "\rFetching 23 files:  0%| | 0/23\x1b[K\rFetching 23 files: 52%|#| 12/23\x1b[K"
+        "\rFetching 23 files: 100%|##| 23/23\x1b[K\nLoading t5\n"
+    )

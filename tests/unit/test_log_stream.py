@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gpushop.recipes.aitoolkit import Progress, last_progress
-from gpushop.recipes.log_stream import Event, LogStream
+from gpushop.recipes.log_stream import Event, LogStream, Redraw
 
 
 def bar(step: int, total: int = 100, name: str = "my_lora") -> str:
@@ -18,7 +18,8 @@ def stream(name: str = "my_lora") -> LogStream:
 
 
 def shown(events: list[Event]) -> list[str | int]:
-    return [e.step if isinstance(e, Progress) else e for e in events]
+    """Lines and the bar's steps (what counts beyond the moment)."""
+    return [e.step if isinstance(e, Progress) else e for e in events if not isinstance(e, Redraw)]
 
 
 def feed_in_chunks(data: bytes, size: int) -> list[Event]:
@@ -57,6 +58,9 @@ def test_other_bars_redrawn_in_place_are_one_line_in_their_last_state() -> None:
     log = "\r".join(fetch) + "\r\n" + "Loading t5\n"
     for size in (1, 5, 1000):
         assert shown(feed_in_chunks(log.encode(), size)) == [fetch[-1], "Loading t5"]
+    # meanwhile each state is a redraw, for a terminal to show in place
+    redraws = [e.text for e in feed_in_chunks(log.encode(), 5) if isinstance(e, Redraw)]
+    assert redraws == fetch[:-1]  # the last state ends the line
 
 
 def test_other_bars_and_bars_without_the_jobs_name_are_text() -> None:

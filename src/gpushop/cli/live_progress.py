@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from gpushop.recipes.aitoolkit import Progress
-from gpushop.recipes.log_stream import LogStream
+from gpushop.recipes.log_stream import LogStream, Redraw
 
 PLAIN_EVERY_S = 30.0
 PLAIN_EVERY_FRACTION = 0.1
@@ -89,6 +89,7 @@ class LiveLog:
         self._cost: float | None = None
         self._cost_at = float("-inf")
         self._plain: tuple[float, float, int] | None = None  # (when, fraction, step) last printed
+        self._in_place = False  # a redrawn line is on the screen, not ended yet
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -101,10 +102,12 @@ class LiveLog:
         is (its last frame stays on the screen)."""
         for event in self.stream.flush():
             self._event(event)
+        self._end_in_place()
         self.stop_bar()
 
     def message(self, text: str) -> bool:
         """Print ``text`` above the live bar; False when no bar is live (print it yourself)."""
+        self._end_in_place()
         if self._progress is None:
             return False
         self._progress.console.print(text, markup=False, highlight=False, emoji=False)
@@ -112,13 +115,35 @@ class LiveLog:
 
     # -- output ----------------------------------------------------------------------------------
 
-    def _event(self, event: str | Progress) -> None:
-        if isinstance(event, str):
+    def _event(self, event: str | Progress | Redraw) -> None:
+        if isinstance(event, Redraw):
+            self._redraw(event.text)
+        elif isinstance(event, str):
             self._line(event)
         else:
+            self._end_in_place()
             self._bar(event)
 
+    def _redraw(self, text: str) -> None:
+        """Another bar (a download, latents cached) redrawn in place on a terminal, as the
+        trainer drew it; elsewhere only its last state counts, as a line."""
+        if self.sink_is_terminal and self._progress is None:
+            self.sink.write(f"\r{text}\x1b[K")
+            self.sink.flush()
+            self._in_place = True
+
+    def _end_in_place(self) -> None:
+        if self._in_place:
+            self._in_place = False
+            self.sink.write("\n")
+            self.sink.flush()
+
     def _line(self, text: str) -> None:
+        if self._in_place:
+            self._in_place = False
+            self.sink.write(f"\r{text}\x1b[K\n")
+            self.sink.flush()
+            return
         if self._progress is not None and self.sink_is_terminal:
             from rich.text import Text
 

@@ -4,8 +4,8 @@ A trainer redraws its bar with ``\\r`` (tqdm writing to a file or a pipe) or pri
 new line each step: either way one step is one redraw. `LogStream` cuts the stream at ``\\r`` and
 ``\\n``; a piece the ``bar`` parser recognises is a `Progress`, anything else is text. Pieces of
 one line that were overwritten with ``\\r`` (another bar: "Fetching 23 files: 40%|...") count
-once, as their last state, when the line ends. Bytes are decoded as UTF-8 across chunk
-boundaries.
+once, as their last state, when the line ends (each is a `Redraw` meanwhile). Bytes are decoded
+as UTF-8 across chunk boundaries.
 
 >>> from gpushop.recipes.aitoolkit import last_progress
 >>> stream = LogStream(lambda piece: last_progress(piece, "a"))
@@ -13,7 +13,7 @@ boundaries.
 >>> [type(x).__name__ for x in stream.feed(b"start\\n" + bar + b"\\r")]
 ['str', 'Progress']
 >>> stream.feed(b"Fetch: 50%|#  | 1/2\\rFetch: 100%|##| 2/2\\ndone")
-['Fetch: 100%|##| 2/2']
+[Redraw(text='Fetch: 50%|#  | 1/2'), 'Fetch: 100%|##| 2/2']
 >>> stream.flush()
 ['done']
 """
@@ -23,12 +23,22 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gpushop.recipes.aitoolkit import Progress
 
 _CUT = re.compile(r"\r\n|\r|\n")
 
-Event = str | Progress
+
+@dataclass(frozen=True, slots=True)
+class Redraw:
+    """A piece of a line that the next piece overwrites (another bar's state): worth showing
+    in place on a terminal, not worth a line anywhere."""
+
+    text: str
+
+
+Event = str | Progress | Redraw
 
 
 class LogStream:
@@ -89,6 +99,7 @@ class LogStream:
         if redrawn:
             if piece.strip():
                 self._overwritten = piece
+                events.append(Redraw(piece))
             return
         if not piece.strip() and self._overwritten is not None:
             piece = self._overwritten  # "...\r\n": the line ends on its last redraw
