@@ -354,6 +354,41 @@ def test_ctrl_c_downloads_what_exists_and_releases(env: Any, tmp_path: Path) -> 
     assert live_instances(env) == []
 
 
+def test_ctrl_c_releases_an_instance_that_does_not_answer(env: Any, tmp_path: Path) -> None:
+    """Ctrl-C when stopping the job gets no answer from the instance (here its pid file became a
+    FIFO nobody writes: the kill's `cat` blocks for ever): the rental is released all the same,
+    and the run ends, instead of waiting for ever on the instance."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpushop", *RUN, "--cmd", "echo written; /bin/sleep 300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        job = until(only_job, "the job to be created")
+        until(lambda: logged(job.id, "written"), "the job to run and its log to be followed")
+        pid_file = workspace(env, job_now(job.id)) / ".gpushop" / "jobs" / job.id / "pid"
+        pid_file.unlink()
+        os.mkfifo(pid_file)
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"Ctrl-C did not end the run within 60 s:\n{err[-4000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "no answer from the instance" in err and "released" in err, err
+    with store() as s:
+        assert s.list_jobs()[0].state.value == "cancelled"
+    assert live_instances(env) == []
+
+
 def test_timings_by_gpu_and_phase(env: Any, capsys: Any) -> None:
     assert cli(capsys, *RUN, "--cmd", "true")[0] == 0
     _, out, _ = cli(capsys, "timings", "--json")

@@ -47,6 +47,9 @@ HEARTBEAT_S = 5.0
 RESUME_WATCH_BYTES = 16_000_000  # a resumed run that has not said where it started by then
 STATUS_POLL_S = 1.0
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # ~1 minute of SSH trouble on a live host
+# Ctrl-C / SIGTERM: how long stopping the job may take (the kill itself gives it ~2 s); an
+# instance that does not answer by then is released anyway, its outputs unsaved
+ABORT_KILL_S = 20.0
 MAX_REBIDS = 10  # --rebid: a market that outbids a job ten times is not worth chasing
 
 
@@ -562,9 +565,16 @@ class JobRunner:
         rental = self.store.get(job.rental_id) if job.rental_id else None
         if rental is not None and rental.state is RentalState.READY:
             try:
-                conn = await self._connection(rental, quick=True)
+                conn = await self._connection(rental, quick=True)  # one try, 10 s at most
                 if job.state is JobState.RUNNING:
-                    await RemoteJob(conn, job.remote_dir or spec.remote_dir(job_id)).kill()
+                    try:
+                        async with asyncio.timeout(ABORT_KILL_S):
+                            await RemoteJob(conn, job.remote_dir or spec.remote_dir(job_id)).kill()
+                    except TimeoutError:
+                        raise ssh.SshError(
+                            f"stopping the job got no answer from the instance within "
+                            f"{ABORT_KILL_S:.0f} s"
+                        ) from None
                 if job.state in (JobState.RUNNING, JobState.DOWNLOADING):
                     for move in spec.downloads:
                         await transfer.download(
