@@ -308,15 +308,24 @@ def test_pty_shell(instant: EmulatorThread, client: httpx.Client, key: asyncssh.
     assert name.startswith("/dev/pts/") and term == "xterm"  # the instance's own devpts
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "while :; do echo tick; /bin/sleep 0.05; done",
+        # a flood: the emulator's write to the closed channel fails before it sees the close
+        "while :; do echo tick; done",
+    ],
+    ids=["paced", "flood"],
+)
 def test_a_command_whose_client_went_away_ends_on_its_next_write(
-    instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey
+    instant: EmulatorThread, client: httpx.Client, key: asyncssh.SSHKey, command: str
 ) -> None:
     register(client, key)
     instance_id, row = running_instance(client)
 
     async def go() -> None:
         async with await connect(row["ssh_port"], key) as conn:
-            follower = await conn.create_process("while :; do echo tick; /bin/sleep 0.05; done")
+            follower = await conn.create_process(command)
             assert await follower.stdout.readline() == "tick\n"
             assert inside(instant.control.instance(instance_id))  # it runs
             follower.close()  # the client closes the channel (a Ctrl-C'd `tail -f`, say)

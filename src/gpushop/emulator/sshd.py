@@ -205,21 +205,23 @@ class SshEndpoint:
         proc = await self.sandbox.spawn(argv, env)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         feed = asyncio.ensure_future(_feed(process.stdin, proc.stdin))
-        output: asyncio.Future[Any] = asyncio.gather(
-            _drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr)
-        )
+        drains = [
+            asyncio.ensure_future(_drain(proc.stdout, process.stdout)),
+            asyncio.ensure_future(_drain(proc.stderr, process.stderr)),
+        ]
+        output: asyncio.Future[Any] = asyncio.gather(*drains)
         gone: asyncio.Future[Any] = asyncio.ensure_future(process.channel.wait_closed())
         try:
             await asyncio.wait([output, gone], return_when=asyncio.FIRST_COMPLETED)
-            if not output.done():
-                # the client closed the channel: as sshd does, close the command's pipes (its
-                # next write gets SIGPIPE) rather than read its output for nobody, for ever
-                output.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await output
+            if not output.done() or output.exception() is not None:
+                # the client closed the channel (seen, or a write to it failed first): as sshd
+                # does, close the command's pipes (its next write gets SIGPIPE) rather than
+                # leave it blocked on a pipe nobody reads, for ever
+                for drain in drains:
+                    drain.cancel()
+                await asyncio.wait(drains)
                 _close_pipes(proc)
                 raise ConnectionError("the client closed the channel")
-            await output
             return await proc.wait()
         finally:
             feed.cancel()
