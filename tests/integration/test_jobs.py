@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gpushop.cli.app import main
+from cli_run import cli
 from gpushop.fleet.owners import pid_alive
 from gpushop.jobs.runner import log_path
 from gpushop.store import Job, Store
@@ -47,12 +47,6 @@ def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             until(lambda pid=pid: not pid_alive(pid), f"supervisor {pid} to die")
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def live_instances(emu: Any) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gpushop.cli.app import main
+from cli_run import cli
 from gpushop.errors import NotFound, Unsupported
 from gpushop.providers.tensordock.provider import TensorDockProvider
 from gpushop.providers.vastai.provider import VastAIProvider
@@ -31,12 +31,6 @@ def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.delenv("GPUSHOP_BUDGET_USD", raising=False)
     monkeypatch.chdir(tmp_path)
     return emulator
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def an_offer(capsys: Any) -> dict[str, Any]:

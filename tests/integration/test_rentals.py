@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gpushop.cli.app import main
+from cli_run import cli
 from gpushop.store import Store
 from waiting import until
 
@@ -26,22 +26,6 @@ def db_url(request: Any, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return str(request.getfixturevalue("pg_url"))  # a fresh schema (tests/conftest.py)
-
-
-@pytest.fixture
-def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.setenv("VASTAI_URL", emulator.url)
-    monkeypatch.setenv("VASTAI_API_KEY", emulator.api_key)
-    monkeypatch.setenv("GPUSHOP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
-    return emulator
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def up(capsys: Any, *extra: str) -> dict[str, Any]:

@@ -5,29 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gpushop.cli.app import main
-
-
-@pytest.fixture
-def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.setenv("VASTAI_URL", emulator.url)
-    monkeypatch.setenv("VASTAI_API_KEY", emulator.api_key)
-    monkeypatch.setenv("GPUSHOP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
-    return emulator
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_run import cli
 
 
 def table_ids(out: str) -> list[str]:

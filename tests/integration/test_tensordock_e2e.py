@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gpushop.cli.app import main
+from cli_run import cli
 from gpushop.recipes.safetensors import verify_lora
 from gpushop.recipes.sample_data import write_sample_dataset
 
@@ -32,12 +32,6 @@ def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.chdir(tmp_path)
     return emulator
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def live_vms(emu: Any) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from cli_run import cli
 from gpushop.cli import training
-from gpushop.cli.app import main
 from gpushop.jobs.runner import ResumePlan
 from gpushop.jobs.spec import Transfer
 from gpushop.recipes.aitoolkit import saved_step
@@ -43,12 +43,6 @@ def _point_at(emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 @pytest.fixture
 def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     return _point_at(emulator, monkeypatch, tmp_path)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def live_instances(emu: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gpushop.cli.app import main
+from cli_run import cli
 
 SENTINEL = """
 import signal, sys, time
@@ -36,12 +36,6 @@ def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setenv("GPUSHOP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("GPUSHOP_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
     return emulator
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def up(capsys: Any, *extra: str) -> dict[str, Any]:
