@@ -348,6 +348,7 @@ def test_ctrl_c_downloads_what_exists_and_releases(env: Any, tmp_path: Path) -> 
     assert live_instances(env) == []
 
 
+@pytest.mark.slow  # it waits out the 20 s bound on stopping the job
 def test_ctrl_c_releases_an_instance_that_does_not_answer(env: Any, tmp_path: Path) -> None:
     """Ctrl-C when stopping the job gets no answer from the instance (here its pid file became a
     FIFO nobody writes: the kill's `cat` blocks for ever): the rental is released all the same,
@@ -367,11 +368,11 @@ def test_ctrl_c_releases_an_instance_that_does_not_answer(env: Any, tmp_path: Pa
         os.mkfifo(pid_file)
         proc.send_signal(signal.SIGINT)
         try:
-            _, err = proc.communicate(timeout=60)
+            _, err = proc.communicate(timeout=90)
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
-            pytest.fail(f"Ctrl-C did not end the run within 60 s:\n{err[-4000:]}")
+            pytest.fail(f"Ctrl-C did not end the run within 90 s:\n{err[-4000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
