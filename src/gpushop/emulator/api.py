@@ -453,6 +453,24 @@ CHARGES_MAX_LIMIT = 500
 CHARGES_DEFAULT_LIMIT = 100
 
 
+def epoch_range(filters: dict[str, Any], column: str) -> tuple[float, float]:
+    """(start, end) of `{column: {"gte"|"gt": s, "lte"|"lt": e}}` in select_filters."""
+    spec = filters.get(column, {})
+    if not isinstance(spec, dict):
+        raise _v1_error(f'{column} must be a range such as {{"gte": s, "lte": e}}')
+    start, end = float("-inf"), float("inf")
+    for op, value in spec.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _v1_error(f"{column} {op} must be an epoch number")
+        if op in ("gte", "gt"):
+            start = max(start, float(value))
+        elif op in ("lte", "lt"):
+            end = min(end, float(value))
+        else:
+            raise _v1_error(f"unknown operator {op} for {column}")
+    return start, end
+
+
 def charges(emu: Emulator, call: Call) -> Reply:
     """GET /charges/: per-instance charges (gpu, disk) over the `day` range of select_filters."""
     bad = _v1_error("select_filters is not JSON").body
@@ -461,19 +479,8 @@ def charges(emu: Emulator, call: Call) -> Reply:
         filters = {}
     if not isinstance(filters, dict):
         raise _v1_error("select_filters must be an object")
-    start, end = 0.0, float("inf")
-    day = filters.get("day", {})
-    if not isinstance(day, dict):
-        raise _v1_error('day must be a range such as {"gte": s, "lte": e}')
-    for op, value in day.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _v1_error(f"day {op} must be an epoch number")
-        if op in ("gte", "gt"):
-            start = max(start, float(value))
-        elif op in ("lte", "lt"):
-            end = min(end, float(value))
-        else:
-            raise _v1_error(f"unknown operator {op} for day")
+    start, end = epoch_range(filters, "day")
+    start = max(start, 0.0)
     kinds = filters.get("type", {"in": ["instance"]})
     wanted = kinds.get("in", [kinds.get("eq")]) if isinstance(kinds, dict) else [kinds]
     results = emu.state.charges(start, end) if "instance" in wanted else []

@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gpushop.emulator import billing
-from gpushop.emulator.api import Call, Handler, Reply, _json_param, _read_token, _token, _v1_error
+from gpushop.emulator.api import (
+    Call,
+    Handler,
+    Reply,
+    _json_param,
+    _read_token,
+    _token,
+    _v1_error,
+    epoch_range,
+)
 from gpushop.emulator.dsl import OPS
 from gpushop.emulator.errors import ApiError
 
@@ -140,23 +149,6 @@ def invoices_legacy(emu: Emulator, call: Call) -> Reply:
     }
 
 
-def _range(filters: dict[str, Any], column: str) -> tuple[float, float]:
-    spec = filters.get(column, {})
-    if not isinstance(spec, dict):
-        raise _v1_error(f'{column} must be a range such as {{"gte": s, "lte": e}}')
-    start, end = float("-inf"), float("inf")
-    for op, value in spec.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _v1_error(f"{column} {op} must be an epoch number")
-        if op in ("gte", "gt"):
-            start = max(start, float(value))
-        elif op in ("lte", "lt"):
-            end = min(end, float(value))
-        else:
-            raise _v1_error(f"unknown operator {op} for {column}")
-    return start, end
-
-
 def _services(filters: dict[str, Any]) -> set[str] | None:
     spec = filters.get("service")
     if spec is None:
@@ -186,7 +178,7 @@ def invoices_v1(emu: Emulator, call: Call) -> Reply:
     unknown = set(filters) - {"when", "service"}
     if unknown:
         raise _v1_error(f"{sorted(unknown)[0]} is not a valid search key")
-    start, end = _range(filters, "when")
+    start, end = epoch_range(filters, "when")
     services = _services(filters)
     results = [
         {
