@@ -5,6 +5,7 @@
     ├── ConfigError                bad or missing configuration (exit 2)
     ├── NoMatchError               no offer fits the query (exit 6)
     ├── MoneyLimitError            refused by a price cap or budget (exit 5)
+    ├── StoreUnavailable           the store (GPUSHOP_DB_URL) cannot be opened (exit 1)
     └── ProviderError              anything a provider call went wrong with
         ├── ProviderUnavailable    could not talk to it, or it answered 5xx (exit 3)
         │   └── RateLimited        429, still limited after our retries (exit 3)
@@ -34,6 +35,10 @@ class UsageError(GpushopError):
 
 class ConfigError(GpushopError):
     exit_code = 2
+
+
+class StoreUnavailable(GpushopError):
+    """The store's database cannot be reached or opened (the message shows no password)."""
 
 
 class NoMatchError(GpushopError):

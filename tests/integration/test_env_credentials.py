@@ -30,6 +30,31 @@ def test_config_masks_the_password_of_the_database_url(
     assert shown == "postgresql://u:****@db.example:5432/shop"
 
 
+@pytest.mark.parametrize(
+    ("url", "code", "says"),
+    [
+        (f"postgresql://u:{PASSWORD}@127.0.0.1:1/shop", 1, "cannot open the store"),
+        (f"mysql://u:{PASSWORD}@127.0.0.1/shop", 2, "unsupported store backend 'mysql'"),
+        ("sqlite:////proc/no/store.db", 1, "cannot open the store sqlite:////proc/no/store.db"),
+        ("sqlite:////proc/store.db", 1, "unable to open database file"),
+    ],
+)
+@pytest.mark.parametrize("command", [("ps",), ("reconcile",)])
+def test_a_store_that_cannot_be_opened_is_one_line_without_its_password(
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    code: int,
+    says: str,
+    command: tuple[str, ...],
+) -> None:
+    monkeypatch.setenv("GPUSHOP_DB_URL", url)
+    got, out, err = cli(capsys, *command)
+    assert (got, out) == (code, ""), err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err
+    assert PASSWORD not in err
+
+
 @pytest.fixture
 def env(emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     monkeypatch.setenv("VASTAI_URL", emulator.url)

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cli_run import cli
+from cli_run import cli, interruptible_cli
 from gpushop.fleet.owners import pid_alive
 from gpushop.jobs.runner import log_path
 from gpushop.store import Job, Store
@@ -308,35 +307,42 @@ def test_an_ssh_drop_mid_run_resumes_the_log_where_it_was(env: Any, capsys: Any)
     ]
 
 
+def ended(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The CLI's stderr once it has ended; if it hangs, a failure that shows where (with
+    PYTHONFAULTHANDLER, SIGABRT makes it print every thread's stack)."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            err = proc.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = proc.communicate()[1]
+        pytest.fail(f"Ctrl-C did not end the run within {timeout:.0f} s:\n{err[-6000:]}")
+
+
 def test_ctrl_c_downloads_what_exists_and_releases(env: Any, tmp_path: Path) -> None:
     results = tmp_path / "results"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gpushop",
+        interruptible_cli(
             *RUN,
             "--cmd",
             "mkdir -p out; echo partial > out/first; echo written; /bin/sleep 300",
             "--download",
             f"/workspace/out:{results}",
-        ],
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=os.environ.copy(),
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         # Ctrl-C once the job's output says its first file is written
         job = until(only_job, "the job to be created")
         until(lambda: logged(job.id, "written"), "the job to write its first file")
         proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-            pytest.fail(f"Ctrl-C did not end the run within 60 s:\n{err[-4000:]}")
+        err = ended(proc, 60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -354,11 +360,11 @@ def test_ctrl_c_releases_an_instance_that_does_not_answer(env: Any, tmp_path: Pa
     FIFO nobody writes: the kill's `cat` blocks for ever): the rental is released all the same,
     and the run ends, instead of waiting for ever on the instance."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpushop", *RUN, "--cmd", "echo written; /bin/sleep 300"],
+        interruptible_cli(*RUN, "--cmd", "echo written; /bin/sleep 300"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=os.environ.copy(),
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         job = until(only_job, "the job to be created")
@@ -367,12 +373,7 @@ def test_ctrl_c_releases_an_instance_that_does_not_answer(env: Any, tmp_path: Pa
         pid_file.unlink()
         os.mkfifo(pid_file)
         proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-            pytest.fail(f"Ctrl-C did not end the run within 90 s:\n{err[-4000:]}")
+        err = ended(proc, 90)
     finally:
         if proc.poll() is None:
             proc.kill()

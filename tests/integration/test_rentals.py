@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,19 +237,30 @@ def test_sigterm_during_up_releases_what_was_created(env: Any, spawn_up: Any) ->
     assert instances(env) == []
 
 
-def test_two_racing_ups_end_ready_on_different_offers(
+def test_two_racing_ups_for_one_offer_rent_it_once(
     env: Any, monkeypatch: Any, spawn_up: Any
 ) -> None:
-    monkeypatch.setenv("GPUSHOP_SEED", "7")  # both pick the same first offer
+    """Both `up`s get their search answered at the same moment (an emulator barrier), so both
+    see the same top offer free and claim it together: exactly one rents it, the other yields
+    before any create call and rents the next offer."""
+    monkeypatch.setenv("GPUSHOP_SEED", "7")  # both rank the offers alike
+    env.control.fault("POST /api/v0/bundles/", "barrier", count=2)
     procs = [spawn_up("--ready-timeout", "30s") for _ in range(2)]
-    results = []
+    results, errors = [], []
     for proc in procs:
         out, err = proc.communicate(timeout=90)
         assert proc.returncode == 0, err
         results.append(json.loads(out))
+        errors.append(err)
     assert {r["state"] for r in results} == {"ready"}
     assert results[0]["instance_id"] != results[1]["instance_id"]
     assert len(instances(env)) == 2
+    # both went for the same offer; the loser said so, and no create call was wasted
+    first_tries = [re.search(r"renting (\S+):", err).group(1) for err in errors]  # type: ignore[union-attr]
+    assert first_tries[0] == first_tries[1], errors
+    assert sum(f"{first_tries[0]} was taken meanwhile" in err for err in errors) == 1, errors
+    assert env.control.request_count("POST /api/v0/bundles/") >= 3  # the loser searched again
+    assert env.control.request_count("PUT /api/v0/asks/{id}/") == 2
 
 
 def test_kill_9_while_the_create_answer_is_held_then_reconcile_destroys_the_orphan(

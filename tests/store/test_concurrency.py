@@ -8,9 +8,9 @@ import time
 import pytest
 
 from gpushop.models import RentalState
-from gpushop.store import LockBusy, StaleState, Store
+from gpushop.store import LockBusy, OfferClaimed, StaleState, Store
 
-from .conftest import python
+from .conftest import Clock, python
 
 S = RentalState
 
@@ -49,6 +49,56 @@ def test_exactly_one_concurrent_transition_wins(store: Store, expect: bool) -> N
         assert outcomes.count("stale") == n - 1
     transitions = [e for e in store.events(rental_id) if e.new_state is S.RELEASING]
     assert len(transitions) == 1
+
+
+def claim(store: Store, offer_id: str = "7001") -> str:
+    rental = store.new_rental(
+        provider="vastai",
+        max_duration_s=3600,
+        owner_host="h",
+        owner_pid=1,
+        offer_id=offer_id,
+        exclusive=True,
+    )
+    return rental.id
+
+
+def test_exactly_one_of_racing_claims_on_an_offer_wins(store_url: str) -> None:
+    """Each claimant is its own Store (as `up`s in separate processes or on separate hosts)."""
+    n = 6
+    stores = [Store.open(store_url) for _ in range(n)]
+    barrier = threading.Barrier(n)
+    won: list[str] = []
+    lost: list[str] = []
+
+    def race(store: Store) -> None:
+        barrier.wait()
+        try:
+            won.append(claim(store))
+        except OfferClaimed as exc:
+            lost.append(exc.rival)
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for s in stores:
+        s.close()
+    assert len(won) == 1 and lost == won * (n - 1)
+
+
+def test_a_claim_loses_to_a_live_one_whatever_its_clock_says(store_url: str, clock: Clock) -> None:
+    with Store.open(store_url) as first, Store.open(store_url, clock=clock) as late:
+        holder = claim(first)
+        clock.at(-60)  # a host whose clock is behind claims it afterwards
+        with pytest.raises(OfferClaimed) as raised:
+            claim(late)
+        assert raised.value.rival == holder
+        assert [r.id for r in first.list()] == [holder]  # the loser wrote nothing
+        assert claim(late, offer_id="7002")  # another offer is free
+        first.transition(holder, S.FAILED, "create refused")
+        assert claim(late)  # an offer whose rental ended is free again
 
 
 HOLD = """

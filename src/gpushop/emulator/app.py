@@ -10,7 +10,6 @@ which needs the raw `send`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -106,12 +105,17 @@ class Emulator:
     def config(self) -> EmulatorConfig:
         return self.state.config
 
-    async def _hold(self, seconds: float) -> None:
-        """Sleep, but end early on reset or shutdown (a held answer must not block either)."""
+    async def _hold(self, seconds: float, until: asyncio.Event | None = None) -> None:
+        """Sleep (or wait for `until`), but end early on reset or shutdown (a held answer must
+        block neither)."""
         if self._holds is None:
             self._holds = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._holds.wait(), seconds)
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._holds, until) if e is not None]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def release_holds(self) -> None:
         """End every held answer now (called on the server's loop: reset, shutdown)."""
@@ -219,6 +223,8 @@ class Emulator:
                 return
             if fault.kind == "latency":
                 await self._hold(fault.latency_s)
+            if fault.gate is not None:
+                await self._hold(fault.latency_s, fault.gate.arrive())
             drop = fault.kind == "drop"
         status, payload, headers = self._handle(route, call, key, request)
         if drop and fault is not None and fault.latency_s > 0:

@@ -5,18 +5,22 @@ Kinds:
   its proxy sends for that status);
 - `quota`: shorthand for `status` 429 with the daily search-quota body and `X-RateLimit-Reset`;
 - `latency`: wait `latency_s`, then handle the call normally;
-- `drop`: handle the call (it takes effect), then break the connection mid-response.
+- `drop`: handle the call (it takes effect), then break the connection mid-response;
+- `barrier`: hold each call until `count` calls have arrived (at most `latency_s`, 30 s by
+  default), then handle them all: concurrent clients see the same state at the same moment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gpushop.emulator.ratelimit import limit_body
 
-KINDS = ("status", "latency", "drop", "quota")
+KINDS = ("status", "latency", "drop", "quota", "barrier")
+BARRIER_TIMEOUT_S = 30.0
 
 QUOTA_BODY = {
     "success": False,
@@ -38,6 +42,21 @@ class FaultError(ValueError):
 
 
 @dataclass
+class Gate:
+    """A barrier's state: it opens when `size` calls have arrived."""
+
+    size: int
+    arrived: int = 0
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def arrive(self) -> asyncio.Event:
+        self.arrived += 1
+        if self.arrived >= self.size:
+            self.opened.set()
+        return self.opened
+
+
+@dataclass
 class Fault:
     endpoint: str  # "METHOD /template/" or "*"
     kind: str
@@ -46,6 +65,7 @@ class Fault:
     latency_s: float = 0.0
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    gate: Gate | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Any) -> Fault:
@@ -75,10 +95,14 @@ class Fault:
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
             raise FaultError("headers must be an object of strings")
+        if kind == "barrier":
+            gate = Gate(count)
+            latency = latency or BARRIER_TIMEOUT_S
+            return cls(endpoint, kind, None, count, float(latency), None, headers, gate)
         return cls(endpoint, kind, status, count, float(latency), data.get("body"), headers)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "gate"}
 
     def answer(self, endpoint: str) -> tuple[int, Any, dict[str, str]]:
         """(status, body, headers) for kinds that answer without acting."""

@@ -48,7 +48,7 @@ from gpushop.models import (
 from gpushop.providers.base import Provider
 from gpushop.ssh import client as ssh
 from gpushop.ssh.keys import KeyPair
-from gpushop.store import Rental, Store
+from gpushop.store import CLAIMING_STATES, OfferClaimed, Rental, Store
 
 log = logging.getLogger("gpushop.fleet")
 HOST_BLOCK_SECONDS = 7 * 24 * 3600
@@ -203,7 +203,27 @@ class Provisioner:
         provider = self.providers[offer.provider]
         bid = choose_bid(offer, opts) if opts.query.interruptible else None
         await provider.ensure_ssh_key(self.keypair.public_key)
-        rental = self.store.new_rental(
+        try:
+            rental = self._claim(offer, opts, bid)
+        except OfferClaimed as exc:
+            # Another `up` (this machine or another, through the shared store) claimed this
+            # offer first: yield before any create call, so neither pays a failed one.
+            raise OfferUnavailable(f"offer {offer.id} is being rented by {exc.rival}") from None
+        self.store.record_timing(rental.id, "offer_chosen", self._search_s)
+        beat = asyncio.create_task(self._heartbeat(rental.id))
+        try:
+            return await self._create_and_wait(rental, offer, provider, opts, progress)
+        except BaseException as exc:
+            # Whatever happened (an error, a timeout, Ctrl-C), nothing may keep billing.
+            await asyncio.shield(self._cleanup(rental.id, provider, exc, progress))
+            raise
+        finally:
+            beat.cancel()
+
+    def _claim(self, offer: Offer, opts: UpOptions, bid: float | None) -> Rental:
+        """The write-ahead rental, which claims the offer: of two racing `up`s, one wins."""
+        return self.store.new_rental(
+            exclusive=True,
             provider=offer.provider,
             max_duration_s=opts.max_duration_s,
             owner_host=self.owner.host,
@@ -230,54 +250,11 @@ class Provisioner:
                 ),
             },
         )
-        self.store.record_timing(rental.id, "offer_chosen", self._search_s)
-        rival = self._earlier_claim(rental.id, offer)
-        if rival is not None:
-            # Another `up` (this machine or another, through the shared store) wrote its claim
-            # on this offer first: yield before any create call, so neither pays a failed one.
-            self.store.transition(rental.id, RentalState.FAILED, f"offer claimed by {rival}")
-            raise OfferUnavailable(f"offer {offer.id} is being rented by {rival}")
-        beat = asyncio.create_task(self._heartbeat(rental.id))
-        try:
-            return await self._create_and_wait(rental, offer, provider, opts, progress)
-        except BaseException as exc:
-            # Whatever happened (an error, a timeout, Ctrl-C), nothing may keep billing.
-            await asyncio.shield(self._cleanup(rental.id, provider, exc, progress))
-            raise
-        finally:
-            beat.cancel()
 
     def _claimed_offers(self) -> set[str]:
         """Offers other live rentals of this store hold or are about to create."""
-        held = self.store.list(
-            states=[
-                RentalState.REQUESTED,
-                RentalState.CREATING,
-                RentalState.PROVISIONING,
-                RentalState.READY,
-                RentalState.STOPPED,
-            ]
-        )
+        held = self.store.list(states=CLAIMING_STATES)
         return {f"{r.provider}:{r.offer_id}" for r in held if r.offer_id}
-
-    def _earlier_claim(self, rental_id: str, offer: Offer) -> str | None:
-        mine = self.store.get(rental_id)
-        if mine is None:
-            return None
-        for other in self.store.list(
-            states=[
-                RentalState.REQUESTED,
-                RentalState.CREATING,
-                RentalState.PROVISIONING,
-                RentalState.READY,
-            ],
-            provider=offer.provider,
-        ):
-            if other.id == rental_id or other.offer_id != offer.offer_id:
-                continue
-            if (other.created_at, other.id) < (mine.created_at, mine.id):
-                return other.id
-        return None
 
     async def _create_and_wait(
         self, rental: Rental, offer: Offer, provider: Provider, opts: UpOptions, progress: Progress

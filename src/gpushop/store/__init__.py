@@ -14,11 +14,13 @@ password: it is never logged; show ``Store.url_for_display`` (password masked) i
 from gpushop.store.costs import accrued_cost, committed_cost
 from gpushop.store.locks import LockBusy
 from gpushop.store.records import Job, Rental, RentalEvent, Segment
-from gpushop.store.store import StaleState, Store
+from gpushop.store.store import CLAIMING_STATES, OfferClaimed, StaleState, Store
 
 __all__ = [
+    "CLAIMING_STATES",
     "Job",
     "LockBusy",
+    "OfferClaimed",
     "Rental",
     "RentalEvent",
     "Segment",

@@ -12,11 +12,12 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from gpushop.errors import ConfigError, StoreUnavailable
 from gpushop.models import TERMINAL, JobState, RentalState, can_transition
 from gpushop.store import costs
 from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normalise_url, sqlite_path
@@ -56,6 +57,24 @@ _SECRET_KEY = re.compile(
     r"(^|[_\-.])(api[_\-]?key|token|password|passwd|secret|private[_\-]?key|credentials?)($|[_\-.])",
     re.IGNORECASE,
 )
+
+
+# States in which a rental holds its offer (or is about to create on it): one at a time.
+CLAIMING_STATES = (
+    RentalState.REQUESTED,
+    RentalState.CREATING,
+    RentalState.PROVISIONING,
+    RentalState.READY,
+    RentalState.STOPPED,
+)
+
+
+class OfferClaimed(Exception):
+    """Another live rental of this store holds the offer, or is about to create on it."""
+
+    def __init__(self, rival: str) -> None:
+        super().__init__(f"offer claimed by rental {rival}")
+        self.rival = rival
 
 
 class StaleState(ValueError):
@@ -177,10 +196,31 @@ class Store:
 
     @classmethod
     def open(cls, url: str | None = None, *, clock: Clock | None = None) -> Store:
-        """Connect and migrate to head. ``url=None``: the SQLite file under the user data dir."""
-        engine = make_engine(normalise_url(url))
+        """Connect and migrate to head. ``url=None``: the SQLite file under the user data dir.
+
+        A URL gpushop cannot use raises ConfigError, a database it cannot reach or open
+        StoreUnavailable: one line each, without the URL's password."""
+        try:
+            parsed = normalise_url(url)
+        except (ValueError, ArgumentError) as exc:
+            raise ConfigError(f"GPUSHOP_DB_URL: {exc}") from None
+        try:
+            engine = make_engine(parsed)  # SQLite: makes the file's folder
+        except OSError as exc:
+            reason = f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)
+            raise StoreUnavailable(
+                f"cannot open the store {display_url(parsed)}: {reason}"
+            ) from None
         try:
             deployment_id = upgrade(engine)
+        except DBAPIError as exc:
+            engine.dispose()
+            reason = (str(exc.orig or exc).strip().splitlines() or ["no reason given"])[0]
+            if parsed.password:
+                reason = reason.replace(parsed.password, "***")
+            raise StoreUnavailable(
+                f"cannot open the store {display_url(parsed)}: {reason}"
+            ) from None
         except BaseException:
             engine.dispose()
             raise
@@ -229,9 +269,15 @@ class Store:
         max_duration_s: float,
         owner_host: str,
         owner_pid: int,
+        exclusive: bool = False,
         **fields: Any,
     ) -> Rental:
-        """Write a REQUESTED rental (and its first event) before anything is rented: write-ahead."""
+        """Write a REQUESTED rental (and its first event) before anything is rented: write-ahead.
+
+        ``exclusive``: the rental claims its ``offer_id``; if another rental in
+        :data:`CLAIMING_STATES` holds it, raise :class:`OfferClaimed` and write nothing. The check
+        and the write are one serialised transaction, so of two racing claims exactly one wins
+        (whatever the clocks of their hosts say)."""
         if max_duration_s <= 0:
             raise ValueError("max_duration_s must be positive")
         values = _column_values(fields, None)
@@ -253,6 +299,10 @@ class Store:
             row_values["segments"] = []
             try:
                 with self._write() as session:
+                    if exclusive and rental.offer_id:
+                        rival = self._offer_holder(session, provider, rental.offer_id)
+                        if rival is not None:
+                            raise OfferClaimed(rival)
                     session.add(RentalRow(**row_values))
                     session.flush()  # the rental row first: the event refers to it
                     session.add(_event_row(rid, now, "transition", "requested", None, rental.state))
@@ -262,6 +312,19 @@ class Store:
                 continue
             return rental
         raise RuntimeError("could not allocate a unique rental id")
+
+    def _offer_holder(self, session: Session, provider: str, offer_id: str) -> str | None:
+        if self.dialect == "postgresql":
+            # READ COMMITTED lets two transactions both see no holder: serialise per offer.
+            # (SQLite writers are serialised already: BEGIN IMMEDIATE.)
+            key = advisory_key(f"offer:{self.deployment_id}:{provider}:{offer_id}")
+            session.execute(select(func.pg_advisory_xact_lock(key)))
+        holder = select(RentalRow.id).where(
+            RentalRow.provider == provider,
+            RentalRow.offer_id == offer_id,
+            RentalRow.state.in_([s.value for s in CLAIMING_STATES]),
+        )
+        return session.scalars(holder).first()
 
     def get(self, rental_id: str) -> Rental | None:
         with self._read() as session:
