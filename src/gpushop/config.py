@@ -205,6 +205,15 @@ _TOKEN_VALUE = re.compile(
 )
 
 
+# Variables that hold a secret by their name (HF_TOKEN, WANDB_API_KEY, DB_PASSWORD...).
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def names_a_secret(name: str) -> bool:
+    """Whether a variable's name says it holds a secret, whatever its value."""
+    return bool(_SECRET_NAME.search(name))
+
+
 def looks_like_credential(value: str) -> bool:
     """Whether a value carries a credential: a URL with a password, or a well-known token."""
     value = value.strip()

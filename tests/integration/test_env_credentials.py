@@ -107,12 +107,21 @@ def test_a_token_under_an_ordinary_name_goes_over_ssh_only(
         assert secret not in json.dumps(env.control.state()["instances"])
 
 
-def test_up_refuses_a_credential_in_the_create_env_and_rents_nothing(env: Any, capsys: Any) -> None:
-    token = "sk-" + "Zq8wPx3Nc5" * 4
-    code, _, err = cli(capsys, "up", "--min-vram", "24", "--env", f"OPENAI={token}")
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("OPENAI", "sk-" + "Zq8wPx3Nc5" * 4, "the value looks like a credential"),
+        ("WANDB_API_KEY", "0123456789abcdef", "its name says it is a secret"),
+        ("HF_TOKEN", "abc", "its name says it is a secret"),
+    ],
+)
+def test_up_refuses_a_secret_in_the_create_env_and_rents_nothing(
+    env: Any, capsys: Any, name: str, value: str, says: str
+) -> None:
+    code, _, err = cli(capsys, "up", "--min-vram", "24", "--env", f"{name}={value}")
     assert code == 2
-    assert "--env OPENAI" in err and "credential" in err
-    assert token not in err and "Traceback" not in err
+    assert f"--env {name}: {says}" in err and f"gpushop run --env {name}=" in err
+    assert value not in err and "Traceback" not in err
     assert env.control.request_count("PUT /api/v0/asks/{id}/") == 0
 
 

@@ -27,7 +27,7 @@ from gpushop.cli.shopping import (
     SortOpt,
     UnverifiedOpt,
 )
-from gpushop.config import looks_like_credential
+from gpushop.config import looks_like_credential, names_a_secret
 from gpushop.errors import GpushopError, UsageError
 from gpushop.models import SortKey
 from gpushop.offer_flags import build_query
@@ -51,11 +51,16 @@ def _env_pairs(values: list[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--env {item!r}: use KEY=VALUE")
-        if looks_like_credential(value):
+        if names_a_secret(key) or looks_like_credential(value):
             # the create call's env shows in every instance listing (DESIGN: secrets stay off
             # the provider); the message names the variable, never the value
+            what = (
+                "the value looks like a credential"
+                if looks_like_credential(value)
+                else ("its name says it is a secret")
+            )
             raise UsageError(
-                f"--env {key.strip()}: the value looks like a credential, and `up` would show it "
+                f"--env {key.strip()}: {what}, and `up` would show it "
                 "in the instance's listing; pass it at run time instead "
                 f"(`gpushop run --env {key.strip()}=...`, or over `gpushop ssh`)"
             )

@@ -13,13 +13,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gpushop.config import looks_like_credential
+from gpushop.config import looks_like_credential, names_a_secret
 from gpushop.errors import UsageError
 
 JOB_ROOT = "/workspace/.gpushop/jobs"
 DEFAULT_WORKDIR = "/workspace"
 DEFAULT_SYNC_EVERY_S = 600.0
-_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -105,7 +104,7 @@ def parse_env(items: list[str]) -> tuple[dict[str, str], list[str], dict[str, st
             if key not in os.environ:
                 raise UsageError(f"--env {key}: not set in your environment")
             names.append(key)
-        elif _SECRET_NAME.search(key) or looks_like_credential(value):
+        elif names_a_secret(key) or looks_like_credential(value):
             # by its name (HF_TOKEN) or by its value (hf_..., a URL with a password): either
             # way it goes over SSH at launch and is stored by name only
             secret[key] = value
