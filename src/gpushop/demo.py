@@ -2,7 +2,8 @@
 
 The market, the seeds' shopping case, then a FLUX LoRA trained with the emulator's simulated
 ai-toolkit: rent the best reliable offer, upload a tiny dataset, train, download the LoRA,
-release; then jobs, per-phase timings and costs, and a check that no instance is left.
+release; then the job and its cost, and a check that no instance is left (`gpushop timings`
+has the per-phase timings by GPU; the job's summary line has this run's).
 """
 
 from __future__ import annotations
@@ -75,19 +76,8 @@ def main() -> int:
                 ["offers", "--min-vram", "24", "--min-reliability", "0.98", "--limit", "8"],
             ),
             run(
-                "The same for one RTX 4090, cheapest first, as JSON for a script",
-                [
-                    "offers",
-                    "--gpu",
-                    "4090",
-                    "--num-gpus",
-                    "1",
-                    "--sort",
-                    "price",
-                    "--limit",
-                    "1",
-                    "--json",
-                ],
+                "One RTX 4090, cheapest first (--json for a script; --offer takes the short id)",
+                ["offers", "--gpu", "4090", "--num-gpus", "1", "--sort", "price", "--limit", "3"],
             ),
         ]
         codes.append(
@@ -113,7 +103,6 @@ def main() -> int:
             )
         )
         codes.append(run("The job, its rental and what it cost", ["jobs", "--all"]))
-        codes.append(run("Per-phase timings (median, p90) by GPU, image, provider", ["timings"]))
         codes.append(run("Rentals: released, none left", ["ps", "--all"]))
         left = [
             i for i in emu.control.state()["instances"] if i.get("actual_status") != "destroyed"

@@ -88,11 +88,12 @@ def test_on_a_terminal_training_shows_one_live_bar_not_a_line_per_step(
     screen = screen_lines(out + err)
     assert [line.rstrip() for line in screen if "/200" in line] == [last.rstrip()]
     assert not [line for line in screen if TRAINER_BAR.search(line)]
-    # the trainer's other lines are still there, above the bar
-    assert "Saving at step 100" in err + out
-    assert screen.index(next(s for s in screen if "Generating baseline samples" in s)) < next(
+    # the trainer's milestones are still there, above the bar; the rest is in the job's log
+    assert "Saved checkpoint to" in err + out and '"sd_trainer"' not in err + out
+    assert screen.index(next(s for s in screen if "Caching latents for" in s)) < next(
         i for i, s in enumerate(screen) if "200/200" in s
     )
+    assert re.search(r"\(\d+ more lines of the job's log: gpushop logs j\w+;", err)
     assert len(screen) < STEPS  # a few screens, not a line a step
 
 
@@ -113,8 +114,17 @@ def test_not_on_a_terminal_plain_progress_lines_now_and_then_and_no_escape_codes
     assert steps == sorted(steps)
     assert re.search(r"ETA 00:00, \$\d+\.\d{4} so far$", lines[lines.index(progress[-1].string)])
     assert not [line for line in lines if TRAINER_BAR.search(line)]
-    assert "Saving at step 100" in out
-    assert len(lines) < STEPS
+    assert "Saved checkpoint to" in out and '"sd_trainer"' not in out
+    assert len(lines) < 45  # the plan, milestones and progress: a screen
+
+
+def test_full_log_shows_the_trainers_whole_log(
+    env: Any, capsys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")
+    out, err = train(capsys, tmp_path, "--full-log")
+    assert '"sd_trainer"' in out and "Generating Images" in out and "Saving at step 100" in out
+    assert "more lines of the job's log" not in err
 
 
 def test_json_keeps_stdout_to_its_json_even_on_a_terminal(

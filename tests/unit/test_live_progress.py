@@ -96,3 +96,46 @@ def test_other_bars_redraw_in_place_on_a_terminal_and_are_one_line_elsewhere() -
         "\rFetching 23 files:  0%| | 0/23\x1b[K\rFetching 23 files: 52%|#| 12/23\x1b[K"
         "\rFetching 23 files: 100%|##| 23/23\x1b[K\nLoading t5\n"
     )
+
+
+def test_milestones_only_then_everything_from_the_first_sign_of_trouble() -> None:
+    from gpushop.recipes.aitoolkit import is_milestone
+
+    sink = io.StringIO()
+    live = LiveLog(
+        sink,
+        lambda piece: last_progress(piece, "job"),
+        console=Console(file=io.StringIO(), force_terminal=False),
+        keep=is_milestone,
+    )
+    log = [
+        "{",
+        '    "type": "sd_trainer",',
+        "}",
+        "Loading Flux model",
+        "Loading vae",
+        "  -  Found 6 images",
+        "Generating Images",
+        "Saved checkpoint to /o/job_000000250.safetensors",
+    ]
+    live.feed("\n".join(log).encode() + b"\n" + bar(250))
+    assert sink.getvalue().splitlines() == [
+        "Loading Flux model",
+        "  -  Found 6 images",
+        "Saved checkpoint to /o/job_000000250.safetensors",
+        "job: step 250/1000 (25%), loss 0.3500, 0.66 it/s, ETA 30:00, $? so far",
+    ]
+    assert live.hidden == 5
+    quiet = [f"quiet line {i}" for i in range(12)]
+    crash = [
+        "Traceback (most recent call last):",
+        '  File "run.py", line 90, in <module>',
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        "Loading vae",
+    ]
+    live.feed("\n".join(quiet + crash).encode() + b"\n")
+    live.close()
+    shown = sink.getvalue().splitlines()
+    # the ten lines before the traceback come back for context; after it, nothing is hidden
+    assert shown[4:] == quiet[2:] + crash
+    assert live.hidden == 5 + 2

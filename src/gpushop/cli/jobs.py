@@ -38,6 +38,13 @@ if TYPE_CHECKING:
     from gpushop.recipes.aitoolkit import Progress
     from gpushop.store import Job
 
+FullLogOpt = Annotated[
+    bool,
+    typer.Option(
+        "--full-log", help="Show the trainer's whole log as it comes, not only its milestones."
+    ),
+]
+
 # exit codes of a job command: its outcome, as a shell would see it
 EXIT_BY_STATE = {"succeeded": 0, "failed": 1, "timed_out": 124, "cancelled": 130}
 
@@ -55,8 +62,10 @@ class TerminalOutput:
         show_log: bool = True,
         log_to_stderr: bool = False,
         bar: Callable[[str], Progress | None] | None = None,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
         self.show_log = show_log
+        self.keep = keep
         self._sink = sys.stderr if log_to_stderr else sys.stdout
         self._bars: Any = None
         self.bar = bar
@@ -76,7 +85,7 @@ class TerminalOutput:
             if self._live_log is None:
                 from gpushop.cli.live_progress import LiveLog
 
-                self._live_log = LiveLog(self._sink, self.bar, cost=self.cost)
+                self._live_log = LiveLog(self._sink, self.bar, cost=self.cost, keep=self.keep)
             self._live_log.feed(data)
         elif self.show_log:
             self._stop_bars()
@@ -88,6 +97,11 @@ class TerminalOutput:
         self._stop_bars()
         if self._live_log is not None:
             self._live_log.close()
+
+    @property
+    def hidden_lines(self) -> int:
+        """Lines of the log not shown (``keep`` said no)."""
+        return self._live_log.hidden if self._live_log is not None else 0
 
     def progress(self, label: str) -> Callable[[int, int], None]:
         if self._live_log is not None:
@@ -101,12 +115,15 @@ class TerminalOutput:
         )
 
         if self._bars is None:
+            console = Console(stderr=True)
+            if not console.is_terminal:
+                return lambda done, total: None  # a pipe or a CI log: the summary line says it
             self._bars = Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
-                console=Console(stderr=True),
+                console=console,
                 transient=True,
             )
             self._bars.start()
@@ -189,11 +206,14 @@ def drive(
     show_log: bool = True,
     log_to_stderr: bool = False,
     bar: Callable[[str], Progress | None] | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> Job:
+    """Drive the job to its end. ``keep``: only the log lines it keeps are shown (the rest are
+    counted, and stay in the job's log)."""
     from gpushop.jobs.runner import JobRunner
 
     cfg = settings()
-    output = TerminalOutput(show_log=show_log, log_to_stderr=log_to_stderr, bar=bar)
+    output = TerminalOutput(show_log=show_log, log_to_stderr=log_to_stderr, bar=bar, keep=keep)
 
     async def go() -> Job:
         from gpushop.fleet.reconcile import reconcile
@@ -230,6 +250,12 @@ def drive(
         return run_async(go())
     finally:
         output.close()
+        if output.hidden_lines:
+            print(
+                f"({output.hidden_lines} more lines of the job's log: gpushop logs {job_id}; "
+                "--full-log shows them all as they come)",
+                file=sys.stderr,
+            )
 
 
 def finish(job: Job, as_json: bool) -> None:
@@ -594,6 +620,7 @@ def logs(
 def attach(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the job's log.")] = False,
+    full_log: FullLogOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Resume a job: follow its log, then download and release as the job would have. Recovers
@@ -614,6 +641,7 @@ def attach(
             show_log=not quiet,
             log_to_stderr=as_json,
             bar=_bar_for(job),
+            keep=None if full_log else _keep_for(job),
         )
     finish(job, as_json)
 
@@ -623,6 +651,14 @@ def _bar_for(job: Job) -> Callable[[str], Progress | None] | None:
         from gpushop.cli.training import flux_bar
 
         return flux_bar(str(job.spec.get("recipe", {}).get("name", job.name)))
+    return None
+
+
+def _keep_for(job: Job) -> Callable[[str], bool] | None:
+    if job.kind == "flux-lora":
+        from gpushop.recipes.aitoolkit import is_milestone
+
+        return is_milestone
     return None
 
 

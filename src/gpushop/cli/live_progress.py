@@ -3,6 +3,10 @@ loss, it/s, ETA, cost so far) with the other log lines printed above it; on a pi
 plain lines, the bar's now and then (every `PLAIN_EVERY_FRACTION` of the run or `PLAIN_EVERY_S`
 seconds, and its last step), never an escape code.
 
+With ``keep`` (a recipe's choice of the lines worth attention), only those lines of the log are
+shown, and the others counted; from the first line that looks like trouble (a traceback, an
+error) on, everything is shown, with the hidden lines just before it.
+
 The live bar goes to stderr, as progress does; the log goes to its sink (stdout, or stderr with
 ``--json``). Where both are the terminal, log lines are printed through the bar's console so that
 the bar stays below them. The local job log keeps every byte either way (`gpushop logs`).
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -23,6 +28,9 @@ PLAIN_EVERY_FRACTION = 0.1
 REFRESH_S = 0.2  # the live bar is redrawn at most this often (and on its first and last step)
 COST_EVERY_S = 1.0  # the cost so far is read from the store at most this often
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+# a line after which nothing of the log is hidden any more: what went wrong must show
+_TROUBLE = re.compile(r"Traceback|Error\b|Exception\b|error:|out of memory|\bKilled\b|FAILED")
+CONTEXT_LINES = 10  # hidden lines shown again before the first sign of trouble
 
 
 def clock(seconds: float | None) -> str:
@@ -73,10 +81,14 @@ class LiveLog:
         cost: Callable[[], float | None] | None = None,
         console: Any = None,
         now: Callable[[], float] = time.monotonic,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
         from rich.console import Console
 
         self.sink = sink
+        self.keep = keep
+        self.hidden = 0  # lines of the log not shown (`keep` said no)
+        self._hidden_tail: deque[str] = deque(maxlen=CONTEXT_LINES)
         self.stream = LogStream(bar)
         self.cost_of = cost
         self.console = console if console is not None else Console(stderr=True)
@@ -139,6 +151,24 @@ class LiveLog:
             self.sink.flush()
 
     def _line(self, text: str) -> None:
+        if self.keep is not None:
+            if _TROUBLE.search(_ANSI.sub("", text)):
+                self.keep = None  # from here on, all of it
+                context = list(self._hidden_tail)
+                self.hidden -= len(context)
+                for earlier in context:
+                    self._show(earlier)
+            elif not self.keep(_ANSI.sub("", text)):
+                self.hidden += 1
+                self._hidden_tail.append(text)
+                if self._in_place:  # a bar drawn in place ended on a line not worth keeping
+                    self._in_place = False
+                    self.sink.write("\r\x1b[K")
+                    self.sink.flush()
+                return
+        self._show(text)
+
+    def _show(self, text: str) -> None:
         if self._in_place:
             self._in_place = False
             self.sink.write(f"\r{text}\x1b[K\n")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from gpushop.cli.common import print_json, run_async, settings
-from gpushop.cli.jobs import create_job, detach, drive, finish, offer_options
+from gpushop.cli.jobs import FullLogOpt, create_job, detach, drive, finish, offer_options
 from gpushop.cli.shopping import (
     CountryOpt,
     DiskOpt,
@@ -100,6 +100,7 @@ def flux_lora(
     detach_: Annotated[
         bool, typer.Option("--detach", "-d", help="Return at once; see `gpushop jobs`.")
     ] = False,
+    full_log: FullLogOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a FLUX LoRA with ai-toolkit: validate the dataset, show the plan, rent, upload,
@@ -210,11 +211,14 @@ def flux_lora(
             print(job_id)
         return
     print(f"job {job_id}", file=sys.stderr)
+    from gpushop.recipes.aitoolkit import is_milestone
+
     job = drive(
         job_id,
         hooks=flux_hooks_for(job_id, spec.name, spec.rank, out_dir),
         log_to_stderr=as_json,
         bar=flux_bar(spec.name),
+        keep=None if full_log else is_milestone,
     )
     if job.state.value == "succeeded" and not as_json:
         final = out_dir / f"{spec.name}.safetensors"

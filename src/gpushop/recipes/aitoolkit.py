@@ -299,3 +299,21 @@ def resumed_step(text: str, name: str | None = None) -> int | None:
         return int(found.group("step"))
     bars = parse_progress(text, name)
     return bars[0].step if bars else None
+
+
+# The lines of ai-toolkit's log worth a person's attention while it trains (the rest, its config
+# dump, module counts and buckets, is in the job's log): the model download and load, the
+# dataset as found, latents, every save, a resume's starting point.
+_MILESTONE = re.compile(
+    r"^(?:Downloading \S|Fetching \d+ files: 100%|Loading \w+ model|\s*-\s*Found \d+ images"
+    r"|Caching latents for|Saved checkpoint to|Loading from \S|Found step \d+ in metadata)"
+)
+
+
+def is_milestone(line: str) -> bool:
+    """Whether a (whole) line of ai-toolkit's log is worth showing while it runs.
+
+    >>> [is_milestone(s) for s in ("Loading Flux model", "Loading vae", "  -  Found 6 images")]
+    [True, False, True]
+    """
+    return bool(_MILESTONE.match(line))
