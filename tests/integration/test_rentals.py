@@ -240,11 +240,12 @@ def test_sigterm_during_up_releases_what_was_created(env: Any, spawn_up: Any) ->
 def test_two_racing_ups_for_one_offer_rent_it_once(
     env: Any, monkeypatch: Any, spawn_up: Any
 ) -> None:
-    """Both `up`s get their search answered at the same moment (an emulator barrier), so both
-    see the same top offer free and claim it together: exactly one rents it, the other yields
-    before any create call and rents the next offer."""
+    """Both `up`s chose the same top offer and reach their claim at the same moment: the
+    account's key list, which each asks for once right before it claims, is answered to both
+    at once (an emulator barrier). Exactly one rents the offer; the other yields before any
+    create call and rents the next one."""
     monkeypatch.setenv("GPUSHOP_SEED", "7")  # both rank the offers alike
-    env.control.fault("POST /api/v0/bundles/", "barrier", count=2)
+    env.control.fault("GET /api/v0/ssh/", "barrier", count=2)
     procs = [spawn_up("--ready-timeout", "30s") for _ in range(2)]
     results, errors = [], []
     for proc in procs:
@@ -259,7 +260,7 @@ def test_two_racing_ups_for_one_offer_rent_it_once(
     first_tries = [re.search(r"renting (\S+):", err).group(1) for err in errors]  # type: ignore[union-attr]
     assert first_tries[0] == first_tries[1], errors
     assert sum(f"{first_tries[0]} was taken meanwhile" in err for err in errors) == 1, errors
-    assert env.control.request_count("POST /api/v0/bundles/") >= 3  # the loser searched again
+    assert env.control.request_count("GET /api/v0/ssh/") >= 2
     assert env.control.request_count("PUT /api/v0/asks/{id}/") == 2
 
 

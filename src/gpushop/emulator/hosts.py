@@ -2,8 +2,9 @@
 
 `reconcile()` runs on the server's event loop after every API call and from a small background
 tick: an instance whose status is `running` gets its sandbox (sandbox.py: its own PID 1 and
-namespaces), nvidia-smi and SSH server (and its `onstart`, once); any other status (stopped,
-outbid, offline, out of credit) ends its PID 1, hence all its processes, and closes its server;
+namespaces), nvidia-smi and SSH server (and its `onstart`, at every start); any other status
+(stopped, outbid, offline, out of credit) ends its PID 1, hence all its processes, and closes its
+server;
 a destroyed instance also loses its sandbox. A stop or destroy awaits the end of the instance's
 processes (without blocking the loop), so when DELETE /instances/{id}/ answers, they are gone.
 A PID 1 that ends by itself makes the instance `exited`. Trainer faults (control API) are files
@@ -49,7 +50,7 @@ class Host:
     endpoint: SshEndpoint
     port: int
     facts_version: int = -1
-    onstart_started: bool = False
+    onstart_run: float | None = None  # the run (start, reboot) whose onstart was started
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     entry: Entrypoint = field(default_factory=Entrypoint)  # runtype args: its main process
     run: float | None = None  # the instance's run_requested_at it serves (a reboot changes it)
@@ -182,8 +183,11 @@ class HostRuntime(SandboxRuntime[int, Host]):
             sock.close()
             log.warning("emulator: SSH for instance %d did not start: %s", inst.id, exc)
             return
-        if inst.onstart and not host.onstart_started and not entrypoint.is_args(inst.runtype):
-            host.onstart_started = True
+        # as Vast's entrypoint does: onstart at every start of the container (create, start
+        # after a stop, reboot, recycle), so what it starts (gpushop's watchdog) runs again
+        fresh_run = host.onstart_run != inst.run_requested_at
+        if inst.onstart and fresh_run and not entrypoint.is_args(inst.runtype):
+            host.onstart_run = inst.run_requested_at
             task = asyncio.ensure_future(self._onstart(host, inst.onstart, state, inst))
             host.tasks.add(task)
             task.add_done_callback(host.tasks.discard)
@@ -232,5 +236,5 @@ class HostRuntime(SandboxRuntime[int, Host]):
             "ssh_host_key": host.host_key.export_public_key().decode().strip() if host else None,
             "init_pid": host.sandbox.init_pid if host else None,
             "processes": host.sandbox.processes() if host else [],
-            "onstart_started": bool(host and host.onstart_started),
+            "onstart_started": bool(host and host.onstart_run is not None),
         }

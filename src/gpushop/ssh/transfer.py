@@ -42,6 +42,7 @@ import re
 import secrets
 import shlex
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -516,18 +517,42 @@ async def _sftp_download(
         target = payload / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            await sftp.get(
-                _sftp_path(remote, rel),
-                target,
-                preserve=True,
-                block_size=SFTP_BLOCK_SIZE,
-                max_requests=SFTP_MAX_REQUESTS,
-                progress_handler=handler,
-            )
+            await _sftp_fetch(sftp, _sftp_path(remote, rel), target, handler)
         except asyncssh.SFTPNoSuchFile:
             target.unlink(missing_ok=True)  # vanished since the listing: seen as missing
 
     await _sftp_each(conn, rels, copy, "download")
+
+
+async def _sftp_fetch(
+    sftp: asyncssh.SFTPClient,
+    path: bytes,
+    target: Path,
+    progress: Callable[[bytes, bytes, int, int], None],
+) -> None:
+    """``sftp.get(path, target, preserve=True)``, except that the local file is closed whatever
+    happens: asyncssh's copier (2.24) leaves it open for the garbage collector when closing the
+    remote file fails or is cancelled (a Ctrl-C, a vanished host, a sibling copy that failed).
+    Blocks are read in parallel, as the copier does, and written where they belong."""
+    attrs = await sftp.stat(path)
+    size = attrs.size or 0
+    done = 0
+    async with sftp.open(
+        path, "rb", block_size=SFTP_BLOCK_SIZE, max_requests=SFTP_MAX_REQUESTS
+    ) as src:
+        with target.open("wb") as dst:
+            async for offset, data in await src.read_parallel(size, 0):
+                os.pwrite(dst.fileno(), data, offset)
+                done += len(data)
+                progress(path, bytes(target), done, size)
+    if done != size:
+        failure = asyncssh.SFTPFailure("Unexpected EOF during file copy")
+        failure.srcpath = path  # type: ignore[attr-defined]  # named in the TransferError
+        raise failure
+    if attrs.permissions is not None:
+        os.chmod(target, stat.S_IMODE(attrs.permissions))
+    if attrs.atime is not None and attrs.mtime is not None:
+        os.utime(target, (attrs.atime, attrs.mtime))
 
 
 def _tool_failure(tool: str, code: int, err: str) -> TransferError:
