@@ -6,8 +6,9 @@ other work), not an expected duration: a condition that holds returns at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,3 +26,16 @@ def until(condition: Callable[[], T], what: str, timeout: float = DEADLINE_S) ->
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
         time.sleep(POLL_S)
+
+
+async def until_async(
+    condition: Callable[[], Awaitable[T]], what: str, timeout: float = DEADLINE_S
+) -> T:
+    """`until` for a condition that must be awaited (a status read over SSH)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
+        await asyncio.sleep(POLL_S)

@@ -19,6 +19,7 @@ import yaml
 from emulator_ssh import connect, create, new_key, register, run, ssh_run, wait_status
 
 from gpushop.emulator import EmulatorThread
+from waiting import until_async
 
 # a 16x16 JPEG and PNG header: the dataset's images only need the right names and to be files
 JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffd9")
@@ -340,8 +341,13 @@ def test_drop_ssh_now(instant: EmulatorThread, client: httpx.Client, key: asyncs
 
     async def go() -> int:
         async with await connect(port, key) as conn:
-            pending = asyncio.ensure_future(conn.run("sleep infinity"))
-            await asyncio.sleep(0.2)
+            pending = asyncio.ensure_future(conn.run("exec sleep 12345"))
+
+            async def sleeping() -> bool:  # the session's command runs: then drop it
+                found = await conn.run("pgrep -f 'sleep 12345'", check=False)
+                return found.exit_status == 0
+
+            await until_async(sleeping, "the session's command to run")
             count = await asyncio.to_thread(instant.control.drop_ssh, instance_id)
             await dropped(conn, await asyncio.wait_for(pending, 5))
             return count

@@ -24,6 +24,7 @@ from tensordock_helpers import (
 
 from gpushop.emulator import EmulatorThread
 from gpushop.emulator.control import EmulatorControlError
+from waiting import until
 
 CREATE = "POST /tensordock/api/v2/instances"
 
@@ -82,9 +83,8 @@ def test_star_faults_reach_tensordock_too(emulator: EmulatorThread, td: httpx.Cl
 def test_stuck_provisioning(emulator: EmulatorThread, td: httpx.Client) -> None:
     emulator.control.tensordock_fault("stuck_provisioning")
     vm_id, port = create_on(td, new_key(), node_with(td))
-    time.sleep(0.3)  # deploy takes 0.04 s at speed 1000
-    row = detail(td, vm_id)
-    assert (row["status"], row["ipAddress"]) == ("running", "")
+    row = until(lambda: (r := detail(td, vm_id))["status"] == "running" and r, "the VM to run")
+    assert row["ipAddress"] == ""
     assert refused(port)
     assert emulator.control.tensordock_vm(vm_id)["billing"]["cost"] > 0  # it bills anyway
 

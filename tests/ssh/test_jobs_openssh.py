@@ -12,6 +12,7 @@ from typing import Any
 
 from gpushop.jobs.session import RemoteJob
 from gpushop.ssh import transfer
+from waiting import until_async
 
 
 def _dir(server: Any) -> str:
@@ -49,7 +50,11 @@ def test_a_detached_job_outlives_its_connection_and_its_log_resumes(
         assert await job.launch(workdir, command, None, {"HF_TOKEN": secret})
         assert not await job.launch(workdir, command, None, {"HF_TOKEN": secret})  # not twice
         got: list[bytes] = []
-        await asyncio.sleep(0.8)
+
+        async def written() -> bool:  # a few lines, not all: the drop comes mid-job
+            return b"line 2" in (Path(directory) / "log").read_bytes()
+
+        await until_async(written, "the job to write its first lines")
         conn.close()  # an SSH drop: the job must go on
         await conn.wait_closed()
         conn = await openssh_server.connect()
@@ -79,8 +84,11 @@ def test_kill_stops_the_whole_job_and_a_timeout_gives_124(openssh_server: Any) -
         workdir = str(Path(openssh_server.root) / "work")
         job = RemoteJob(conn, _dir(openssh_server))
         await job.launch(workdir, "sleep 300 & sleep 300; wait", None, {})
-        await asyncio.sleep(0.5)
-        assert (await job.status()).alive
+
+        async def alive() -> bool:
+            return (await job.status()).alive
+
+        await until_async(alive, "the job to run")
         await job.kill()
         status = await job.status()
         assert not status.alive
