@@ -127,12 +127,17 @@ class Emulator:
         """Fresh state from the start-up config plus `overrides` (not cumulative)."""
         self.release_holds()
         config = self._sandboxed(self.base_config.with_overrides(overrides or {}))
-        # every instance process and SSH server of the old state, Vast and TensorDock at once
-        await self.ops.reset()
-        await asyncio.gather(self.runtime.end_all(), self.tensordock.runtime.end_all())
-        self.state.close()
-        self.state = EmulatorState(config, market=self.state.market)
-        self.tensordock.reset(config)
+        # every instance process and SSH server of the old state, Vast and TensorDock at once;
+        # no reconcile of either runs until the new state is in place (the tick would boot a
+        # machine of the old state, and the reset would end it under its start)
+        async with self.runtime.quiet(), self.tensordock.runtime.quiet():
+            await self.ops.reset()
+            await asyncio.gather(
+                self.runtime.end_every_machine(), self.tensordock.runtime.end_every_machine()
+            )
+            self.state.close()
+            self.state = EmulatorState(config, market=self.state.market)
+            self.tensordock.reset(config)
         self.faults.clear()
         self.limiter.reset()
         self.counts.clear()

@@ -310,7 +310,15 @@ class Sandbox:
     # blocking the loop (other instances and requests go on), `kill_all` for callers off it.
     async def end(self) -> None:
         """End PID 1, hence every process inside; returns once they are gone. (A PID 1 that
-        ended by itself is forgotten here too: `exited` is said once.)"""
+        ended by itself is forgotten here too: `exited` is said once.)
+
+        A start under way (a reset or a stop that comes while the emulator's tick boots the
+        machine) is let finish first: ending its PID 1 underneath would close the pipe its
+        "ready" comes through, and the start would wait out STARTUP_TIMEOUT_S, holding the
+        runtime's lock, hence every request, that long."""
+        if self._starting is not None:
+            async with self._starting:
+                pass
         init = self._init
         if init is not None and self._signal_end(init):
             started = time.monotonic()

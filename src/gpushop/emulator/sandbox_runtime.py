@@ -239,10 +239,20 @@ class SandboxRuntime(Generic[K, H]):
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
 
+    def quiet(self) -> asyncio.Lock:
+        """Held, no reconcile runs (the tick's neither): for a reset, which ends every machine
+        of the old state and swaps the state, while no machine of the old state may boot."""
+        return self._lock()
+
     async def end_all(self) -> None:
-        """`close_all` on the loop: every PID 1 is ended at once and awaited without blocking
-        the loop, then the rest is closed. Stops under way are cancelled first: their host's
-        id may soon name a new machine, whose folders they must not remove."""
+        """`close_all` on the loop (see `end_every_machine`), no reconcile running meanwhile."""
+        async with self.quiet():
+            await self.end_every_machine()
+
+    async def end_every_machine(self) -> None:
+        """Every PID 1 is ended at once and awaited without blocking the loop, then the rest is
+        closed. Stops under way are cancelled first: their host's id may soon name a new
+        machine, whose folders they must not remove. Call it with `quiet()` held."""
         pending = list(self._stops.values())
         for task in pending:
             task.cancel()
