@@ -34,8 +34,56 @@ ALLOWED = {
     "jobs": CORE | {"gpushop.providers.base", "gpushop.fleet", "gpushop.store", "gpushop.ssh"},
     # recipes are pure domain logic (configs, estimates, parsers): no I/O layer below them
     "recipes": {"gpushop.models", "gpushop.errors", "gpushop.gpus", "gpushop.units"},
-    "cli": None,  # the top: anything
+    # the service layer: what a command or a request does, below every face
+    "service": CORE
+    | {
+        "gpushop.market",
+        "gpushop.providers",
+        "gpushop.fleet",
+        "gpushop.store",
+        "gpushop.ssh",
+        "gpushop.jobs",
+        "gpushop.recipes",
+        "gpushop.shop",
+    },
+    # a face: parse, call the service (or the Shop facade), render; the market's result types
+    # (and `gpushop emulator` starts the emulator: a face of its own)
+    "cli": CORE | {"gpushop.market", "gpushop.service", "gpushop.shop", "gpushop.emulator"},
     "demo.py": None,
+}
+
+# What the faces still import from below the service layer, until it moves there (issue 11 §1).
+# The list may only shrink: a new entry is a new face doing the service's work.
+NOT_YET_MOVED: set[str] = {
+    "cli/jobs.py imports gpushop.fleet.owners",
+    "cli/jobs.py imports gpushop.fleet.reconcile",
+    "cli/jobs.py imports gpushop.jobs.offer_flags",
+    "cli/jobs.py imports gpushop.jobs.runner",
+    "cli/jobs.py imports gpushop.jobs.spec",
+    "cli/jobs.py imports gpushop.jobs.timings_report",
+    "cli/jobs.py imports gpushop.recipes.aitoolkit",
+    "cli/jobs.py imports gpushop.store",
+    "cli/live_progress.py imports gpushop.recipes.aitoolkit",
+    "cli/live_progress.py imports gpushop.recipes.log_stream",
+    "cli/rentals.py imports gpushop.fleet.costs_report",
+    "cli/rentals.py imports gpushop.fleet.enforcement",
+    "cli/rentals.py imports gpushop.fleet.extend",
+    "cli/rentals.py imports gpushop.fleet.money",
+    "cli/rentals.py imports gpushop.fleet.owners",
+    "cli/rentals.py imports gpushop.fleet.provision",
+    "cli/rentals.py imports gpushop.fleet.reconcile",
+    "cli/rentals.py imports gpushop.fleet.release",
+    "cli/rentals.py imports gpushop.ssh",
+    "cli/rentals.py imports gpushop.store",
+    "cli/rentals.py imports gpushop.store.costs",
+    "cli/training.py imports gpushop.jobs.offer_flags",
+    "cli/training.py imports gpushop.jobs.runner",
+    "cli/training.py imports gpushop.jobs.spec",
+    "cli/training.py imports gpushop.recipes",
+    "cli/training.py imports gpushop.recipes.aitoolkit",
+    "cli/training.py imports gpushop.recipes.flux_lora",
+    "cli/training.py imports gpushop.recipes.safetensors",
+    "cli/training.py imports gpushop.store",
 }
 
 
@@ -68,15 +116,16 @@ def allowed(name: str, layer: str) -> bool:
 
 
 def test_imports_point_down_only() -> None:
-    bad = []
+    bad = set()
     for path in SRC.rglob("*.py"):
         layer = layer_of(path)
         if layer in ("__init__.py", "__main__.py"):
             continue
         for name in gpushop_imports(path):
             if not allowed(name, layer):
-                bad.append(f"{path.relative_to(SRC)} imports {name}")
-    assert bad == []
+                bad.add(f"{path.relative_to(SRC)} imports {name}")
+    assert sorted(bad - NOT_YET_MOVED) == []  # new ones
+    assert sorted(NOT_YET_MOVED - bad) == []  # moved meanwhile: take them off the list
 
 
 def test_the_emulator_imports_nothing_from_the_client_side() -> None:
