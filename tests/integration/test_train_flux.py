@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from cli_run import cli
-from gpushop.cli import training
 from gpushop.jobs.runner import ResumePlan
 from gpushop.jobs.spec import Transfer
 from gpushop.recipes.aitoolkit import saved_step
 from gpushop.recipes.safetensors import SafetensorsError, verify_lora
 from gpushop.recipes.sample_data import png, write_sample_dataset
+from gpushop.service import training
 from gpushop.store import Store
 
 TOKEN = "hf_" + "t0ken" * 8

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,15 +26,11 @@ from gpushop.cli.shopping import (
     SortOpt,
     UnverifiedOpt,
 )
-from gpushop.errors import UsageError
 from gpushop.models import SortKey
 
 if TYPE_CHECKING:
     from gpushop.cli.live_progress import LiveLog
-    from gpushop.jobs.runner import Hooks
-    from gpushop.jobs.spec import JobSpec
-    from gpushop.recipes.aitoolkit import Progress
-    from gpushop.store import Job
+    from gpushop.service.types import Hooks, Job, Progress
 
 FullLogOpt = Annotated[
     bool,
@@ -145,59 +139,6 @@ def _list(values: list[str] | None) -> list[str]:
     return list(values or [])
 
 
-def create_job(kind: str, name: str, spec: JobSpec) -> str:
-    from gpushop.fleet.owners import Owner
-    from gpushop.store import Store
-
-    cfg = settings()
-    me = Owner.me()
-    store = Store.open(cfg.db_url)
-    try:
-        return store.new_job(
-            kind=kind, name=name, spec=spec.to_json(), owner_host=me.host, owner_pid=me.pid
-        ).id
-    finally:
-        store.close()
-
-
-def detach(job_id: str, secrets: dict[str, str]) -> None:
-    """Hand the job to a background ``gpushop attach`` that outlives this terminal."""
-    from gpushop.jobs.runner import job_dir
-    from gpushop.store import Store
-
-    cfg = settings()
-    store = Store.open(cfg.db_url)
-    try:
-        store.update_job(job_id, owner_host=None, owner_pid=None)  # free for the child to claim
-    finally:
-        store.close()
-    log = job_dir(job_id) / "supervisor.log"
-    env = {**os.environ, **secrets}  # secrets reach the child by its environment only
-    # a shell that starts the supervisor in the background and exits at once: the supervisor
-    # is nobody's child then (no zombie, no wait), in its own session, free of this terminal
-    with log.open("ab") as out:
-        subprocess.run(
-            [
-                "/bin/sh",
-                "-c",
-                '"$@" </dev/null >>"$0" 2>&1 &',
-                str(log),
-                sys.executable,
-                "-m",
-                "gpushop",
-                "attach",
-                job_id,
-                "--quiet",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            check=True,
-        )
-
-
 def drive(
     job_id: str,
     *,
@@ -208,46 +149,13 @@ def drive(
     bar: Callable[[str], Progress | None] | None = None,
     keep: Callable[[str], bool] | None = None,
 ) -> Job:
-    """Drive the job to its end. ``keep``: only the log lines it keeps are shown (the rest are
-    counted, and stay in the job's log)."""
-    from gpushop.jobs.runner import JobRunner
+    """Drive the job to its end, on this terminal. ``keep``: only the log lines it keeps are
+    shown (the rest are counted, and stay in the job's log)."""
+    from gpushop.service import jobs as service
 
-    cfg = settings()
     output = TerminalOutput(show_log=show_log, log_to_stderr=log_to_stderr, bar=bar, keep=keep)
-
-    async def go() -> Job:
-        from gpushop.fleet.reconcile import reconcile
-        from gpushop.shop import Shop
-        from gpushop.store import Store
-
-        with Store.open(cfg.db_url) as store:
-            stored = store.get_job(job_id)
-        choice = stored.spec.get("offer", {}).get("provider") if stored else None
-        async with Shop(cfg, provider=choice) as shop:
-            report = await reconcile(shop.store, shop.provider_map())
-            for entry in report.actions:
-                output.message(
-                    f"reconcile: {entry['kind']} {entry['rental_id'] or entry['instance_id']}"
-                )
-            runner = JobRunner(
-                shop.store,
-                shop.provider_map(),
-                shop.provisioner(),
-                shop.keypair(),
-                output,
-                hooks=hooks,
-                secrets=secrets,
-            )
-
-            def cost() -> float | None:  # so far, as the job's summary will count it
-                job = shop.store.get_job(job_id)
-                return None if job is None else runner.cost(job)
-
-            output.cost = cost
-            return await runner.drive(job_id)
-
     try:
-        return run_async(go())
+        return run_async(service.drive(settings(), job_id, output, hooks=hooks, secrets=secrets))
     finally:
         output.close()
         if output.hidden_lines:
@@ -279,43 +187,9 @@ def finish(job: Job, as_json: bool) -> None:
 
 
 def job_summary(job: Job) -> dict[str, Any]:
-    from gpushop.store import Store
+    from gpushop.service import jobs as service
 
-    cfg = settings()
-    store = Store.open(cfg.db_url)
-    try:
-        timings: dict[str, float] = {}
-        for rid in job.details.get("rentals", []):
-            for t in store.timings(rental_id=rid):
-                timings[t["phase"]] = timings.get(t["phase"], 0.0) + t["seconds"]
-        rentals = [store.get(r) for r in job.details.get("rentals", [])]
-    finally:
-        store.close()
-    return {
-        "job_id": job.id,
-        "kind": job.kind,
-        "name": job.name,
-        "state": job.state.value,
-        "exit_code": job.exit_code,
-        "error": job.error,
-        "cost_usd": job.cost_usd,
-        "rentals": [
-            {
-                "rental_id": r.id,
-                "provider": r.provider,
-                "gpu_name": r.gpu_name,
-                "price_per_hour": r.price_per_hour,
-                "state": r.state.value,
-            }
-            for r in rentals
-            if r is not None
-        ],
-        "resumes": job.details.get("resumes", 0),
-        "resumed": job.details.get("resumed", []),  # where each resume started, vs its plan
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "created_at": job.created_at.isoformat(),
-        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
-    }
+    return service.job_summary(settings(), job)
 
 
 def offer_options(
@@ -336,32 +210,25 @@ def offer_options(
     provider: str | None = None,
     rebid: bool = False,
 ) -> dict[str, Any]:
-    from gpushop.jobs.offer_flags import offer_flags
+    from gpushop.service import jobs as service
 
-    if rebid and not interruptible:
-        raise UsageError("--rebid needs --interruptible")
-    cfg = settings()
-    return offer_flags(
-        {
-            "gpu": gpu,
-            "min_vram": min_vram,
-            "num_gpus": num_gpus,
-            "max_price": max_price,
-            "min_reliability": min_reliability,
-            "disk": disk,
-            "min_cuda": min_cuda,
-            "country": country,
-            "interruptible": interruptible,
-            "unverified": unverified,
-            "settings_max_price": cfg.vastai_max_bid_per_hour,
-        },
-        sort=sort.value,
+    return service.offer_options(
+        settings(),
+        rebid=rebid,
+        gpu=gpu,
+        min_vram=min_vram,
+        num_gpus=num_gpus,
+        max_price=max_price,
+        min_reliability=min_reliability,
+        disk=disk,
+        min_cuda=min_cuda,
+        country=country,
+        interruptible=interruptible,
+        unverified=unverified,
+        sort=sort,
         offer=offer,
         attempts=attempts,
         provider=provider,
-        budget_usd=cfg.gpushop_budget_usd,
-        price_cap=max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
-        rebid=rebid,
     )
 
 
@@ -426,31 +293,17 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Rent, upload, run CMD detached on the instance, follow its log, download, release."""
-    from gpushop.jobs.spec import JobSpec, parse_download, parse_env, parse_upload
-    from gpushop.units import parse_duration
+    from gpushop.service import jobs as service
 
-    if image and template:
-        raise UsageError("give --image or --template, not both")
-    if not cmd.strip():
-        raise UsageError("--cmd must not be empty")
-    if not 0 <= resume_on_loss <= 10:
-        raise UsageError("--resume-on-loss must be between 0 and 10")
-    timeout_s = parse_duration(timeout) if timeout else None
-    plain, names, secrets = parse_env(_list(env))
-    limit = parse_duration(max_duration) if max_duration else 4 * 3600.0
-    if max_duration is None and timeout_s is not None:
-        limit = max(limit, timeout_s + 3600.0)
-    if timeout_s is not None and timeout_s >= limit:
-        raise UsageError("--timeout must be shorter than --max-duration")
-    spec = JobSpec(
-        command=cmd,
-        uploads=[parse_upload(u, workdir) for u in _list(upload)],
-        downloads=[parse_download(d, workdir) for d in _list(download)],
+    spec, secrets = service.run_spec(
+        cmd=cmd,
+        uploads=_list(upload),
+        downloads=_list(download),
         workdir=workdir,
-        env=plain,
-        env_from_local=names,
-        timeout_s=timeout_s,
-        sync_every_s=None if sync_every == "off" else parse_duration(sync_every),
+        env=_list(env),
+        timeout=timeout,
+        sync_every=sync_every,
+        max_duration=max_duration,
         resume_on_loss=resume_on_loss,
         offer=offer_options(
             gpu=gpu,
@@ -470,12 +323,12 @@ def run(
             rebid=rebid,
         ),
         image=image,
-        template_hash=template,
-        max_duration_s=limit,
+        template=template,
     )
-    job_id = create_job("run", cmd.split()[0][:64], spec)
+    cfg = settings()
+    job_id = service.create_job(cfg, "run", cmd.split()[0][:64], spec)
     if detach_:
-        detach(job_id, secrets)
+        service.detach(cfg, job_id, secrets)
         if as_json:
             print_json({"job_id": job_id, "state": "pending"})
         else:
@@ -494,38 +347,12 @@ def jobs(
     as_json: JsonOpt = False,
 ) -> None:
     """Your jobs: state, where they run, how long, what they cost."""
-    from gpushop.fleet.owners import owner_alive
-    from gpushop.store import Store
+    from gpushop.service import jobs as service
 
-    cfg = settings()
-    store = Store.open(cfg.db_url)
-    try:
-        found = store.list_jobs(active_only=not all_)
-        rentals = {j.rental_id: store.get(j.rental_id) for j in found if j.rental_id}
-    finally:
-        store.close()
+    listed = service.list_jobs(settings(), active_only=not all_)
+    found = [j for j, _ in listed]
+    rows = [row for _, row in listed]
     now = datetime.now(UTC)
-    rows = []
-    for j in found:
-        rental = rentals.get(j.rental_id) if j.rental_id else None
-        watched = owner_alive(j.owner_host, j.owner_pid, j.heartbeat_at, now)
-        rows.append(
-            {
-                "job_id": j.id,
-                "kind": j.kind,
-                "name": j.name,
-                "state": j.state.value,
-                "watched": watched,
-                "rental_id": j.rental_id,
-                "gpu_name": rental.gpu_name if rental else None,
-                "provider": rental.provider if rental else None,
-                "exit_code": j.exit_code,
-                "cost_usd": j.cost_usd,
-                "created_at": j.created_at.isoformat(),
-                "ended_at": j.ended_at.isoformat() if j.ended_at else None,
-                "resumes": j.details.get("resumes", 0),
-            }
-        )
     if as_json:
         print_json(rows)
         return
@@ -564,30 +391,23 @@ def _age(seconds: float) -> str:
 
 
 def _load_job(job_id: str) -> Job:
-    from gpushop.store import Store
+    from gpushop.service import jobs as service
 
-    store = Store.open(settings().db_url)
-    try:
-        job = store.get_job(job_id)
-    finally:
-        store.close()
-    if job is None:
-        raise UsageError(f"no job {job_id!r} (see `gpushop jobs --all`)")
-    return job
+    return service.load_job(settings(), job_id)
 
 
 def _watched(job: Job) -> bool:
-    from gpushop.fleet.owners import owner_alive
+    from gpushop.service import jobs as service
 
-    return owner_alive(job.owner_host, job.owner_pid, job.heartbeat_at, datetime.now(UTC))
+    return service.watched(job)
 
 
 def follow_local(job_id: str, *, offset: int = 0, follow: bool = True) -> Job:
     """Print the local log from ``offset``; with ``follow``, keep printing while the process
     that drives the job lives. Returns the job as last seen."""
-    from gpushop.jobs.runner import log_path
+    from gpushop.service import jobs as service
 
-    path = log_path(job_id)
+    path = service.log_path(job_id)
     while True:
         job = _load_job(job_id)
         if path.exists():
@@ -625,49 +445,27 @@ def attach(
 ) -> None:
     """Resume a job: follow its log, then download and release as the job would have. Recovers
     a job whose gpushop process died; follows one whose process still lives."""
-    from gpushop.jobs.runner import log_path
+    from gpushop.service import jobs as service
 
     job = _load_job(job_id)
     if not job.state.terminal and _watched(job):
         print(f"job {job_id} is being run by pid {job.owner_pid}: following it", file=sys.stderr)
         job = follow_local(job_id)
     elif not job.state.terminal:
-        start = log_path(job_id).stat().st_size if log_path(job_id).exists() else 0
+        log = service.log_path(job_id)
+        start = log.stat().st_size if log.exists() else 0
         if not quiet and start:
             follow_local(job_id, follow=False)
+        hooks, bar = service.views_for(job)
         job = drive(
             job_id,
-            hooks=_hooks_for(job),
+            hooks=hooks,
             show_log=not quiet,
             log_to_stderr=as_json,
-            bar=_bar_for(job),
-            keep=None if full_log else _keep_for(job),
+            bar=bar,
+            keep=None if full_log else service.milestones_for(job.kind),
         )
     finish(job, as_json)
-
-
-def _bar_for(job: Job) -> Callable[[str], Progress | None] | None:
-    if job.kind == "flux-lora":
-        from gpushop.cli.training import flux_bar
-
-        return flux_bar(str(job.spec.get("recipe", {}).get("name", job.name)))
-    return None
-
-
-def _keep_for(job: Job) -> Callable[[str], bool] | None:
-    if job.kind == "flux-lora":
-        from gpushop.recipes.aitoolkit import is_milestone
-
-        return is_milestone
-    return None
-
-
-def _hooks_for(job: Job) -> Hooks | None:
-    if job.kind == "flux-lora":
-        from gpushop.cli.training import flux_hooks
-
-        return flux_hooks(job)
-    return None
 
 
 def timings(
@@ -675,14 +473,9 @@ def timings(
 ) -> None:
     """Per-phase timings of your rentals and jobs by GPU model, image and provider (median, p90),
     to set realistic timeouts and watchdogs."""
-    from gpushop.jobs.timings_report import summarize
-    from gpushop.store import Store
+    from gpushop.service import jobs as service
 
-    store = Store.open(settings().db_url)
-    try:
-        rows = summarize(store.timings())
-    finally:
-        store.close()
+    rows = service.timing_rows(settings())
     if as_json:
         print_json(rows)
         return

@@ -20,8 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
-from gpushop.recipes.aitoolkit import Progress
-from gpushop.recipes.log_stream import LogStream, Redraw
+from gpushop.service.types import LogStream, Progress, Redraw
 
 PLAIN_EVERY_S = 30.0
 PLAIN_EVERY_FRACTION = 0.1

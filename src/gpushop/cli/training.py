@@ -3,16 +3,14 @@ to the LoRA file, on the best reliable offer; the rental is released whatever ha
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
 from gpushop.cli.common import print_json, run_async, settings
-from gpushop.cli.jobs import FullLogOpt, create_job, detach, drive, finish, offer_options
+from gpushop.cli.jobs import FullLogOpt, drive, finish
 from gpushop.cli.shopping import (
     CountryOpt,
     DiskOpt,
@@ -27,21 +25,11 @@ from gpushop.cli.shopping import (
     ProviderOpt,
     UnverifiedOpt,
 )
-from gpushop.errors import NoMatchError, UsageError
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from gpushop.jobs.runner import Hooks
-    from gpushop.models import Offer
-    from gpushop.recipes import RecipeImage
-    from gpushop.recipes.aitoolkit import Progress
-    from gpushop.store import Job
+from gpushop.errors import UsageError
 
 train_app = typer.Typer(
     help="Training recipes: dataset in, model out, rental released.", no_args_is_help=True
 )
-REMOTE_ROOT = "/workspace/gpushop"
 
 
 def flux_lora(
@@ -105,263 +93,72 @@ def flux_lora(
 ) -> None:
     """Train a FLUX LoRA with ai-toolkit: validate the dataset, show the plan, rent, upload,
     train (checkpoints synced as they come), download the LoRA, release."""
-    from gpushop.jobs.spec import JobSpec, Transfer
-    from gpushop.recipes import (
-        FluxLoraSpec,
-        build_config,
-        config_yaml,
-        estimate_disk,
-        estimate_run,
-        needs_hf_token,
-        offer_needs,
-        parse_resolutions,
-        validate_dataset,
-    )
-    from gpushop.recipes.flux_lora import TrainPlan
-    from gpushop.units import parse_duration
+    from gpushop.service import jobs as job_service
+    from gpushop.service import training as service
 
-    if image and template:
-        raise UsageError("give --image or --template, not both")
-    if not 0 <= resume_on_loss <= 10:
-        raise UsageError("--resume-on-loss must be between 0 and 10")
-    spec = FluxLoraSpec(
-        name=name,
-        trigger=trigger,
-        steps=steps,
-        rank=rank,
-        lr=lr,
-        resolutions=parse_resolutions(resolution),
-        model=model,
-        save_every=save_every,
-    )
-    data = validate_dataset(dataset)  # exit 2 with every problem listed; nothing rented
-    if needs_hf_token(model) and not os.environ.get("HF_TOKEN"):
-        raise UsageError(
-            f"{model} is gated: accept its licence on huggingface.co and set HF_TOKEN "
-            "(it is sent to the instance over SSH only)"
-        )
     cfg = settings()
-    recipe_img = _image_for(template, image, cfg)
-    disk_estimate = estimate_disk(spec, data, recipe_img)
-    needs = offer_needs(spec, disk_estimate, recipe_img)
-    flags = offer_options(
-        gpu=gpu,
-        min_vram=max(min_vram or 0.0, needs.min_vram_gb),
-        num_gpus=num_gpus,
-        max_price=max_price,
-        min_reliability=min_reliability,
-        disk=max(disk, needs.disk_gb),
-        min_cuda=max(min_cuda or 0.0, needs.min_cuda or 0.0) or None,
-        country=country,
-        interruptible=interruptible,
-        unverified=unverified,
-        sort=_value_sort(),
-        offer=None,
-        attempts=3,
-        provider=provider,
-        rebid=rebid,
+    run = run_async(
+        service.plan_flux_lora(
+            cfg,
+            dataset=dataset,
+            name=name,
+            trigger=trigger,
+            steps=steps,
+            rank=rank,
+            lr=lr,
+            resolution=resolution,
+            model=model,
+            save_every=save_every,
+            image=image,
+            template=template,
+            resume_on_loss=resume_on_loss,
+            offer={
+                "gpu": gpu,
+                "min_vram": min_vram,
+                "num_gpus": num_gpus,
+                "max_price": max_price,
+                "min_reliability": min_reliability,
+                "disk": disk,
+                "min_cuda": min_cuda,
+                "country": country,
+                "interruptible": interruptible,
+                "unverified": unverified,
+                "provider": provider,
+                "rebid": rebid,
+            },
+        )
     )
-    best = _best_offer(flags)
-    run_estimate = estimate_run(
-        spec, best.gpu_name, images=len(data), inet_down_mbps=best.inet_down_mbps, image=recipe_img
-    )
-    plan = TrainPlan(spec, data, best, disk_estimate, run_estimate, recipe_img, template)
     if as_json and not detach_:
-        print_json({"plan": plan.to_json()})
+        print_json({"plan": run.to_json()})
     else:
-        print("\n".join(plan.lines()), file=sys.stderr if as_json else sys.stdout)
+        print("\n".join(run.lines), file=sys.stderr if as_json else sys.stdout)
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError("not a terminal: add --yes to rent without asking")
         if not typer.confirm("Rent and train?", default=True):
             raise typer.Exit(1)
-
-    base = f"{REMOTE_ROOT}/{spec.name}"
-    training_folder = f"{base}/output"
-    config = build_config(spec, f"{base}/dataset", training_folder)
-    out_dir = (out or Path("output") / spec.name).resolve()
-    command = recipe_img.run_command(f"{base}/config.yaml")
-    if recipe_img.setup:
-        command = (
-            f"if [ ! -f {recipe_img.workdir}/run.py ]; then {recipe_img.setup}; fi && {command}"
-        )
-    job_spec = JobSpec(
-        command=command,
-        uploads=[],  # staged below, once the job id is known
-        downloads=[Transfer(str(out_dir), f"{training_folder}/{spec.name}")],
-        workdir="/workspace",
-        env_from_local=["HF_TOKEN"] if needs_hf_token(model) else [],
-        sync_every_s=None if sync_every == "off" else parse_duration(sync_every),
-        resume_on_loss=resume_on_loss,
-        offer=flags,
-        image=None if template else recipe_img.image,
-        template_hash=template,
-        max_duration_s=run_estimate.max_duration_s(),
-        recipe={"recipe": "flux-lora", "name": spec.name, "rank": spec.rank, "steps": spec.steps},
+    job_id, out_dir = service.create_flux_job(
+        cfg, run, out=out, sync_every=sync_every, resume_on_loss=resume_on_loss, template=template
     )
-    job_id = create_job("flux-lora", spec.name, job_spec)
-    stage = _stage(job_id, data.path, data.files(), config_yaml(config))
-    job_spec.uploads = [Transfer(str(stage), base)]
-    _save_spec(job_id, job_spec)
     if detach_:
-        detach(job_id, {})
+        job_service.detach(cfg, job_id, {})
         if as_json:
-            print_json({"job_id": job_id, "state": "pending", "plan": plan.to_json()})
+            print_json({"job_id": job_id, "state": "pending", "plan": run.to_json()})
         else:
             print(job_id)
         return
     print(f"job {job_id}", file=sys.stderr)
-    from gpushop.recipes.aitoolkit import is_milestone
-
     job = drive(
         job_id,
-        hooks=flux_hooks_for(job_id, spec.name, spec.rank, out_dir),
+        hooks=service.flux_hooks_for(run.spec.name, run.spec.rank, out_dir),
         log_to_stderr=as_json,
-        bar=flux_bar(spec.name),
-        keep=None if full_log else is_milestone,
+        bar=job_service.flux_bar(run.spec.name),
+        keep=None if full_log else job_service.milestones_for("flux-lora"),
     )
     if job.state.value == "succeeded" and not as_json:
-        final = out_dir / f"{spec.name}.safetensors"
+        final = out_dir / f"{run.spec.name}.safetensors"
         print(f"LoRA: {final} ({final.stat().st_size / 1e6:.1f} MB)")
     finish(job, as_json)
-
-
-def _value_sort() -> Any:
-    from gpushop.models import SortKey
-
-    return SortKey.VALUE
-
-
-def _image_for(template: str | None, image: str | None, cfg: Any) -> RecipeImage:
-    from gpushop.recipes import recipe_image
-
-    if not template:
-        return recipe_image(image)
-
-    async def find() -> list[dict[str, Any]]:
-        from gpushop.shop import Shop
-
-        async with Shop(cfg) as shop:
-            provider: Any = shop.provider("vastai")
-            found: list[dict[str, Any]] = await provider.search_templates(
-                {"hash_id": {"eq": template}}
-            )
-            return found
-
-    found = run_async(find())
-    if not found:
-        raise UsageError(f"no template with hash {template!r} (see `gpushop templates`)")
-    t = found[0]
-    tag = t.get("tag") or "latest"
-    ref = str(t.get("image") or "")
-    return recipe_image(f"{ref}:{tag}" if ref and ":" not in ref else ref or None)
-
-
-def _best_offer(flags: dict[str, Any]) -> Offer:
-    from gpushop.jobs.offer_flags import QUERY_DEFAULTS, QUERY_KEYS
-    from gpushop.models import SortKey
-    from gpushop.offer_flags import build_query
-
-    stored = flags["query"]
-    query = build_query(**{k: stored.get(k, QUERY_DEFAULTS.get(k)) for k in QUERY_KEYS})
-    cfg = settings()
-
-    async def search() -> Offer:
-        from gpushop.shop import Shop
-
-        async with Shop(cfg, provider=flags.get("provider")) as shop:
-            result = await shop.market.search(query, SortKey.VALUE, 1)
-            if not result.offers:
-                raise NoMatchError(f"no offer fits the recipe: {query.describe()}")
-            return result.offers[0]
-
-    return run_async(search())
-
-
-def _stage(job_id: str, dataset: Path, files: list[str], config: str) -> Path:
-    """The upload as the instance will see it: ``dataset/`` (only the files the trainer reads;
-    hard links, so no copy of big images) and ``config.yaml``."""
-    from gpushop.jobs.runner import job_dir
-
-    stage = job_dir(job_id) / "stage"
-    (stage / "dataset").mkdir(parents=True, exist_ok=True)
-    for name in files:
-        target = stage / "dataset" / name
-        if target.exists():
-            continue
-        try:
-            os.link(dataset / name, target)
-        except OSError:
-            shutil.copy2(dataset / name, target)
-    (stage / "config.yaml").write_text(config)
-    return stage
-
-
-def _save_spec(job_id: str, spec: Any) -> None:
-    from gpushop.store import Store
-
-    store = Store.open(settings().db_url)
-    try:
-        store.update_job(job_id, spec=spec.to_json())
-    finally:
-        store.close()
-
-
-def flux_hooks_for(job_id: str, name: str, rank: int, out_dir: Path) -> Hooks:
-    from gpushop.jobs.runner import Hooks, ResumePlan
-    from gpushop.jobs.spec import JobSpec, Transfer
-    from gpushop.recipes.aitoolkit import ResumeChoice, choose_resume, resumed_step
-    from gpushop.recipes.safetensors import SafetensorsError, verify_lora
-
-    def choice(log_path: Path) -> ResumeChoice:
-        text = log_path.read_text(errors="replace") if log_path.exists() else ""
-        return choose_resume(out_dir, name, text)
-
-    def lost(job: Job, log_path: Path) -> str | None:
-        return choice(log_path).describe()
-
-    def resume(job: Job, spec: JobSpec, log_path: Path) -> ResumePlan:
-        # only the newest checkpoint and the optimizer state, back into the trainer's folder
-        chosen = choice(log_path)
-        remote = next(
-            (t.remote for t in spec.downloads if Path(t.local) == out_dir), spec.downloads[0].remote
-        )
-        files = [Transfer(str(out_dir / f), remote) for f in chosen.files]
-        note = f"resuming from step {chosen.step}"
-        return ResumePlan(files, chosen.step, chosen.reached, note)
-
-    def verify(job: Job) -> list[str]:
-        final = out_dir / f"{name}.safetensors"
-        if not final.exists():
-            return [f"the final LoRA {final.name} did not come back"]
-        try:
-            verify_lora(final, rank)
-        except SafetensorsError as exc:
-            return [str(exc)]
-        return []
-
-    return Hooks(
-        lost=lost, verify=verify, resume=resume, resumed_at=lambda t: resumed_step(t, name)
-    )
-
-
-def flux_bar(name: str) -> Callable[[str], Progress | None]:
-    """ai-toolkit's training bar (its description is the job's name), one redraw at a time."""
-    from gpushop.recipes.aitoolkit import last_progress
-
-    return lambda piece: last_progress(piece, name)
-
-
-def flux_hooks(job: Job) -> Hooks:
-    """Hooks for a stored flux-lora job (``gpushop attach``)."""
-    recipe = job.spec.get("recipe", {})
-    downloads = job.spec.get("downloads") or [{"local": "."}]
-    return flux_hooks_for(
-        job.id,
-        str(recipe.get("name", job.name)),
-        int(recipe.get("rank", 16)),
-        Path(downloads[0]["local"]),
-    )
 
 
 def register(app: typer.Typer) -> None:

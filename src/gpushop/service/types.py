@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from gpushop.fleet.provision import UpOptions
 from gpushop.jobs.runner import Hooks, Output
 from gpushop.jobs.spec import JobSpec, Transfer
 from gpushop.recipes.aitoolkit import Progress
+from gpushop.recipes.log_stream import LogStream, Redraw
 from gpushop.store import Job, Rental
 
-__all__ = ["Hooks", "Job", "JobSpec", "Output", "Progress", "Rental", "Transfer"]
+__all__ = [
+    "Hooks",
+    "Job",
+    "JobSpec",
+    "LogStream",
+    "Output",
+    "Progress",
+    "Redraw",
+    "Rental",
+    "Transfer",
+    "UpOptions",
+]
