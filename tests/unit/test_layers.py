@@ -47,8 +47,11 @@ ALLOWED = {
         "gpushop.shop",
     },
     # a face: parse, call the service (or the Shop facade), render; the market's result types
-    # (and `gpushop emulator` starts the emulator: a face of its own)
-    "cli": CORE | {"gpushop.market", "gpushop.service", "gpushop.shop", "gpushop.emulator"},
+    # (`gpushop emulator` and `gpushop serve` start the emulator and the HTTP face)
+    "cli": CORE
+    | {"gpushop.market", "gpushop.service", "gpushop.shop", "gpushop.emulator", "gpushop.api"},
+    # the HTTP face: the same rule
+    "api": CORE | {"gpushop.market", "gpushop.service", "gpushop.shop"},
     "demo.py": None,
 }
 

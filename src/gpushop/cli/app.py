@@ -42,13 +42,14 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from gpushop.cli import jobs, misc, rentals, shopping, templates, training
+    from gpushop.cli import jobs, misc, rentals, serve, shopping, templates, training
 
     shopping.register(app)
     templates.register(app)
     rentals.register(app)
     jobs.register(app)
     training.register(app)
+    serve.register(app)
     misc.register(app)
 
 

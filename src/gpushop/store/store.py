@@ -229,6 +229,17 @@ class Store:
     def close(self) -> None:
         self._engine.dispose()
 
+    def ping(self) -> None:
+        """One round trip to the database (raises StoreUnavailable when it does not answer)."""
+        try:
+            with self._read() as session:
+                session.execute(select(1))
+        except DBAPIError as exc:
+            reason = (str(exc.orig or exc).strip().splitlines() or ["no reason given"])[0]
+            raise StoreUnavailable(
+                f"the store {self.url_for_display} does not answer: {reason}"
+            ) from None
+
     def __enter__(self) -> Store:
         return self
 

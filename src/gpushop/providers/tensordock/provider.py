@@ -173,6 +173,9 @@ class TensorDockProvider:
         data = await self._call("GET", f"/hostnodes/{hostnode_id}", endpoint="GET /hostnodes/{id}")
         return mapping.hostnode_body(data)
 
+    async def ping(self) -> None:
+        await self.locations()
+
     async def locations(self) -> list[dict[str, Any]]:
         """Locations with their deployable GPU models and per-resource prices."""
         data = await self._call("GET", "/locations", endpoint="GET /locations")

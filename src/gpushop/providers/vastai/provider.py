@@ -351,6 +351,12 @@ class VastAIProvider:
         data.pop("api_key", None)  # never keep the key around, even in memory dumps
         return data
 
+    async def ping(self) -> None:
+        if self.has_credentials:
+            await self.current_user()
+        else:
+            await self.gpu_names()  # searches need no key
+
     async def aclose(self) -> None:
         await self.http.aclose()
 

@@ -1,0 +1,1 @@
+"""The HTTP face (`gpushop serve`): FastAPI over the service layer; parse, call, render JSON."""

@@ -1,0 +1,46 @@
+"""The FastAPI application of `gpushop serve`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from gpushop import __version__
+from gpushop.api import errors
+from gpushop.config import Settings
+from gpushop.service.health import Readiness
+
+
+def create_app(cfg: Settings) -> FastAPI:
+    readiness = Readiness(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        readiness.close()
+
+    app = FastAPI(
+        title="gpushop",
+        version=__version__,
+        description="A team's GPU rentals, jobs and money limits over HTTP.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """The store answers (503 otherwise); each configured provider's API, with its latency."""
+        ready, report = await readiness.check()
+        if not ready:
+            report = {"code": "store_unavailable", "message": report["store"]["detail"], **report}
+        return JSONResponse(report, status_code=200 if ready else 503)
+
+    return app
