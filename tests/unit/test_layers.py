@@ -55,22 +55,6 @@ ALLOWED = {
     "demo.py": None,
 }
 
-# What the faces still import from below the service layer, until it moves there (issue 11 §1).
-# The list may only shrink: a new entry is a new face doing the service's work.
-NOT_YET_MOVED: set[str] = {
-    "cli/rentals.py imports gpushop.fleet.costs_report",
-    "cli/rentals.py imports gpushop.fleet.enforcement",
-    "cli/rentals.py imports gpushop.fleet.extend",
-    "cli/rentals.py imports gpushop.fleet.money",
-    "cli/rentals.py imports gpushop.fleet.owners",
-    "cli/rentals.py imports gpushop.fleet.provision",
-    "cli/rentals.py imports gpushop.fleet.reconcile",
-    "cli/rentals.py imports gpushop.fleet.release",
-    "cli/rentals.py imports gpushop.ssh",
-    "cli/rentals.py imports gpushop.store",
-    "cli/rentals.py imports gpushop.store.costs",
-}
-
 
 def gpushop_imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
@@ -109,8 +93,7 @@ def test_imports_point_down_only() -> None:
         for name in gpushop_imports(path):
             if not allowed(name, layer):
                 bad.add(f"{path.relative_to(SRC)} imports {name}")
-    assert sorted(bad - NOT_YET_MOVED) == []  # new ones
-    assert sorted(NOT_YET_MOVED - bad) == []  # moved meanwhile: take them off the list
+    assert sorted(bad) == []
 
 
 def test_the_emulator_imports_nothing_from_the_client_side() -> None:

@@ -10,17 +10,21 @@ from fastapi.responses import JSONResponse
 
 from gpushop import __version__
 from gpushop.api import errors
+from gpushop.api.auth import CurrentUser, Stores
 from gpushop.config import Settings
+from gpushop.service import users
 from gpushop.service.health import Readiness
 
 
 def create_app(cfg: Settings) -> FastAPI:
     readiness = Readiness(cfg)
+    stores = Stores(cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         readiness.close()
+        stores.close()
 
     app = FastAPI(
         title="gpushop",
@@ -28,6 +32,7 @@ def create_app(cfg: Settings) -> FastAPI:
         description="A team's GPU rentals, jobs and money limits over HTTP.",
         lifespan=lifespan,
     )
+    app.state.stores = stores
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])
@@ -42,5 +47,10 @@ def create_app(cfg: Settings) -> FastAPI:
         if not ready:
             report = {"code": "store_unavailable", "message": report["store"]["detail"], **report}
         return JSONResponse(report, status_code=200 if ready else 503)
+
+    @app.get("/v1/me", tags=["users"])
+    def me(user: CurrentUser) -> dict[str, object]:
+        """The user the token names: admin or not, quotas."""
+        return users.public(user)
 
     return app

@@ -12,11 +12,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gpushop import errors
+from gpushop.service.users import Forbidden, Unauthorized
 
 log = logging.getLogger("gpushop.api")
 
 # (status, code) by error class, most specific first
 _BY_CLASS: list[tuple[type[errors.GpushopError], int, str]] = [
+    (Unauthorized, 401, "unauthorized"),
+    (Forbidden, 403, "forbidden"),
     (errors.QuotaExceeded, 503, "provider_quota_exceeded"),
     (errors.RateLimited, 503, "provider_rate_limited"),
     (errors.ProviderUnavailable, 502, "provider_unavailable"),
@@ -58,7 +61,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.GpushopError)
     async def typed(request: Request, exc: errors.GpushopError) -> JSONResponse:
         status, code = status_and_code(exc)
-        return error(status, code, str(exc))
+        response = error(status, code, str(exc))
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -42,7 +42,7 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from gpushop.cli import jobs, misc, rentals, serve, shopping, templates, training
+    from gpushop.cli import jobs, misc, rentals, serve, shopping, templates, training, users
 
     shopping.register(app)
     templates.register(app)
@@ -50,6 +50,7 @@ def _register() -> None:
     jobs.register(app)
     training.register(app)
     serve.register(app)
+    users.register(app)
     misc.register(app)
 
 

@@ -28,13 +28,12 @@ from gpushop.cli.shopping import (
     UnverifiedOpt,
 )
 from gpushop.config import looks_like_credential, names_a_secret
-from gpushop.errors import GpushopError, UsageError
+from gpushop.errors import UsageError
 from gpushop.models import SortKey
 from gpushop.offer_flags import build_query
 
 if TYPE_CHECKING:
-    from gpushop.shop import Shop
-    from gpushop.store import Rental
+    from gpushop.service.rentals import Listing, PowerState
 
 
 def _progress() -> Any:
@@ -118,7 +117,8 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Rent the best offer and wait until its SSH answers."""
-    from gpushop.fleet.provision import UpOptions, summary
+    from gpushop.service import rentals as service
+    from gpushop.service.types import UpOptions
     from gpushop.units import parse_duration
 
     if image and template:
@@ -163,34 +163,13 @@ def up(
         budget_usd=cfg.gpushop_budget_usd,
         price_cap=max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
     )
-    progress = _progress()
-
-    async def go() -> tuple[Rental, datetime | None]:
-        from gpushop.fleet.reconcile import reconcile
-        from gpushop.shop import Shop
-
-        async with Shop(cfg, provider=provider) as shop:
-            report = await reconcile(shop.store, shop.provider_map())
-            for entry in report.actions:
-                progress(f"reconcile: {entry['kind']} {entry['rental_id'] or entry['instance_id']}")
-            rental = await shop.provisioner().up(opts, progress)
-            return rental, shop.store.last_reconcile(rental.provider)
-
-    from gpushop.fleet.enforcement import (
-        has_watchdog,
-        only_reconcile_note,
-        overdue_warning,
-        watched_lately,
-    )
-
     started = time.monotonic()
-    rental, last_reconcile = run_async(go())
-    unguarded = not has_watchdog(rental)
-    now = datetime.now(UTC)
-    if unguarded and not watched_lately(last_reconcile, now):
-        warn(overdue_warning(rental.provider, last_reconcile, now))
+    rented = run_async(service.rent(cfg, opts, provider=provider, progress=_progress()))
+    rental, unguarded = rented.rental, rented.unguarded
+    if unguarded and unguarded.overdue:
+        warn(unguarded.overdue)
     if as_json:
-        print_json(summary(rental))
+        print_json(rented.summary)
         return
     print(
         f"{rental.id} ready in {time.monotonic() - started:.0f}s: {rental.num_gpus}x "
@@ -204,7 +183,7 @@ def up(
         )
     print(f"  release: gpushop down {rental.id}")
     if unguarded:
-        print(f"  {only_reconcile_note(rental.provider)}")
+        print(f"  {unguarded.note}")
 
 
 def ps(
@@ -212,48 +191,11 @@ def ps(
     as_json: JsonOpt = False,
 ) -> None:
     """Your rentals, with their cost so far."""
-    from gpushop.fleet.enforcement import has_watchdog
-    from gpushop.models import RentalState
-    from gpushop.store import Store
-    from gpushop.store.costs import accrued_cost
+    from gpushop.service import rentals as service
 
-    cfg = settings()
-    store = Store.open(cfg.db_url)
-    try:
-        live = None if all_ else [st for st in RentalState if not st.terminal]
-        rentals = store.list(states=live)
-        # when `reconcile` last watched each provider that has rentals with no watchdog
-        last_reconcile = {
-            r.provider: store.last_reconcile(r.provider)
-            for r in rentals
-            if not r.state.terminal and not has_watchdog(r)
-        }
-    finally:
-        store.close()
-    now = datetime.now(UTC)
-    rows = []
-    for r in rentals:
-        rows.append(
-            {
-                "rental_id": r.id,
-                "provider": r.provider,
-                "instance_id": r.instance_id,
-                "state": str(r.state),
-                "gpu_name": r.gpu_name,
-                "num_gpus": r.num_gpus,
-                "price_per_hour": r.price_per_hour,
-                "cost_usd": round(accrued_cost(r, r.created_at, now, now), 4),
-                "created_at": r.created_at.isoformat(),
-                "deadline": r.deadline.isoformat(),
-                "ssh_host": r.ssh_host,
-                "ssh_port": r.ssh_port,
-                "label": r.label,
-                # false: no on-instance watchdog, only `gpushop reconcile` ends it in time
-                "watchdog": has_watchdog(r),
-            }
-        )
+    listing = service.list_rentals(settings(), include_ended=all_)
     if as_json:
-        print_json(rows)
+        print_json(listing.rows)
         return
     from rich.table import Table
 
@@ -262,7 +204,8 @@ def ps(
     table = Table(header_style="bold")
     for col in ("rental", "state", "provider:instance", "GPU", "$/h", "cost $", "age", "left"):
         table.add_column(col, no_wrap=True)
-    for r, row in zip(rentals, rows, strict=True):
+    now = listing.now
+    for r, row in zip(listing.rentals, listing.rows, strict=True):
         age = (now - r.created_at).total_seconds()
         left = (r.deadline - now).total_seconds()
         table.add_row(
@@ -276,22 +219,18 @@ def ps(
             "-" if r.state.terminal else _dur(max(left, 0)),
         )
     console().print(table)
-    _watchdog_notes(rentals, last_reconcile)
-    if any(r.state.value == "stopped" for r in rentals):
+    _watchdog_notes(listing)
+    if any(r.state.value == "stopped" for r in listing.rentals):
         warn("stopped rentals still bill storage: release them with `gpushop down`")
 
 
-def _watchdog_notes(rentals: list[Rental], last_reconcile: dict[str, datetime | None]) -> None:
+def _watchdog_notes(listing: Listing) -> None:
     """Say which live rentals only `reconcile` bounds, and warn when none has watched their
-    provider lately (``last_reconcile``: per such provider)."""
-    from gpushop.fleet.enforcement import only_reconcile_note, overdue_warning, watched_lately
-
-    now = datetime.now(UTC)
-    for name, last in sorted(last_reconcile.items()):
-        ids = [r.id for r in rentals if r.provider == name and not r.state.terminal]
-        print(f"{', '.join(ids)}: {only_reconcile_note(name)}")
-        if not watched_lately(last, now):
-            warn(overdue_warning(name, last, now))
+    provider lately."""
+    for unguarded in listing.unguarded:
+        print(f"{', '.join(unguarded.rental_ids)}: {unguarded.note}")
+        if unguarded.overdue:
+            warn(unguarded.overdue)
 
 
 def _dur(seconds: float) -> str:
@@ -306,46 +245,17 @@ def down(
     as_json: JsonOpt = False,
 ) -> None:
     """Release rentals for good: destroy, then verify they are gone."""
+    from gpushop.service import rentals as service
+
     if not rental_ids and not all_:
         raise UsageError("name the rentals to release, or --all")
-    cfg = settings()
-
-    async def go() -> list[dict[str, Any]]:
-        from gpushop.fleet.owners import Owner
-        from gpushop.fleet.release import ReleaseFailed, release_rental
-        from gpushop.shop import Shop
-
-        out = []
-        async with Shop(cfg) as shop:
-            store = shop.store
-            targets = [r for r in store.list() if not r.state.terminal] if all_ else []
-            for rid in rental_ids or []:
-                rental = store.get(rid)
-                if rental is None:
-                    raise UsageError(f"no rental {rid!r} (see `gpushop ps --all`)")
-                targets.append(rental)
-            me = Owner.me()
-            for rental in targets:
-                if rental.state.terminal:
-                    out.append({"rental_id": rental.id, "state": str(rental.state)})
-                    continue
-                rental = store.claim(rental.id, me.host, me.pid)
-                try:
-                    done = await release_rental(
-                        store, shop.provider(rental.provider), rental, "released by the user"
-                    )
-                    out.append({"rental_id": done.id, "state": str(done.state)})
-                except ReleaseFailed as exc:
-                    out.append({"rental_id": rental.id, "state": "releasing", "error": str(exc)})
-        return out
-
-    results = run_async(go())
+    released = run_async(service.release(settings(), rental_ids or [], every_live=all_))
     if as_json:
-        print_json(results)
+        print_json([item.as_json() for item in released])
     else:
-        for item in results:
-            print(f"{item['rental_id']}: {item.get('error') or item['state']}")
-    if any("error" in item for item in results):
+        for item in released:
+            print(f"{item.rental_id}: {item.error or item.state}")
+    if any(item.error is not None for item in released):
         raise typer.Exit(1)
 
 
@@ -356,29 +266,19 @@ def reconcile_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Destroy orphans, mark ghosts, release expired rentals. Safe at any time."""
+    from gpushop.service import rentals as service
     from gpushop.units import parse_duration
 
-    period = parse_duration(interval)
+    period = parse_duration(interval)  # checked even without --watch
+    every_s = period if watch else None
     cfg = settings()
 
-    async def once(shop: Shop) -> dict[str, Any]:
-        from gpushop.fleet.reconcile import reconcile
-
-        report = await reconcile(shop.store, shop.provider_map(), dry_run=dry_run, record=True)
-        return report.as_json()
-
     async def go() -> int:
-        import asyncio
-
-        from gpushop.shop import Shop
-
-        async with Shop(cfg) as shop:
-            while True:
-                report = await once(shop)
-                _show_report(report, as_json)
-                if not watch:
-                    return 1 if report["errors"] else 0
-                await asyncio.sleep(period)
+        code = 0  # the last pass's: only a single pass (no --watch) ends
+        async for report in service.reconcile_passes(cfg, dry_run=dry_run, every_s=every_s):
+            _show_report(report, as_json)
+            code = 1 if report["errors"] else 0
+        return code
 
     code = run_async(go())
     if code:
@@ -407,38 +307,18 @@ def _show_report(report: dict[str, Any], as_json: bool) -> None:
             print(f"    {a['result']}")
 
 
-def _set_state(rental_id: str, state: str) -> None:
-    cfg = settings()
+def _set_state(rental_id: str, state: PowerState) -> None:
+    from gpushop.service import rentals as service
 
-    releases_gpu = [False]
-
-    async def go() -> bool:
-        from gpushop.models import Feature, RentalState
-        from gpushop.shop import Shop
-
-        async with Shop(cfg) as shop:
-            rental = shop.store.get(rental_id)
-            if rental is None or rental.instance_id is None:
-                raise UsageError(f"no rental {rental_id!r} with an instance")
-            provider = shop.provider(rental.provider)
-            # a provider whose stopped VM keeps billing the full rate unless its GPU is
-            # released (TensorDock) releases it: a restart may then find no GPU free
-            releases_gpu[0] = provider.supports(Feature.STOP_RELEASES_GPU)
-            ok = await provider.set_state(rental.instance_id, state)
-            target = RentalState.STOPPED if state == "stopped" else RentalState.PROVISIONING
-            if rental.state is not target:
-                shop.store.transition(rental.id, target, f"user {state}")
-            return ok
-
-    queued = not run_async(go())
-    if state == "stopped" and releases_gpu[0]:
+    change = run_async(service.set_power(settings(), rental_id, state))
+    if state == "stopped" and change.gpu_released:
         warn(
             "stopped with its GPU released (a stopped VM that keeps its GPU bills the full "
             "rate): only storage bills now, and a restart may find no GPU free on that host"
         )
     elif state == "stopped":
         warn("a stopped instance still bills storage; `gpushop down` releases it for good")
-    elif queued:
+    elif not change.done:
         warn("the host's GPUs are busy: the start is queued by the provider")
 
 
@@ -460,23 +340,11 @@ def extend(
     as_json: JsonOpt = False,
 ) -> None:
     """Give a live rental more time: the limit reconcile enforces and its watchdog's deadline."""
+    from gpushop.service import rentals as service
     from gpushop.units import parse_duration
 
     limit = parse_duration(max_duration)
-    cfg = settings()
-
-    async def go() -> Any:
-        from gpushop.fleet.extend import extend_rental
-        from gpushop.shop import Shop
-
-        async with Shop(cfg) as shop:
-            rental = shop.store.get(rental_id)
-            if rental is None:
-                raise UsageError(f"no rental {rental_id!r} (see `gpushop ps --all`)")
-            provider = shop.provider(rental.provider)
-            return await extend_rental(shop.store, provider, shop.keypair(), rental, limit)
-
-    done = run_async(go())
+    done = run_async(service.extend(settings(), rental_id, limit))
     result = {
         "rental_id": done.rental_id,
         "max_duration_s": done.max_duration_s,
@@ -498,68 +366,16 @@ def ssh_cmd(
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
 ) -> None:
     """SSH to a rental (interactive with OpenSSH, or run one command)."""
-    import shutil
-    import tempfile
+    from gpushop.service import rentals as service
 
-    from gpushop.store import Store
-
-    cfg = settings()
-    store = Store.open(cfg.db_url)
-    try:
-        rental = store.get(rental_id)
-    finally:
-        store.close()
-    if rental is None or not rental.ssh_host or not rental.ssh_port:
-        raise UsageError(f"rental {rental_id!r} has no SSH address (is it ready?)")
-    from gpushop.shop import Shop
-
-    key = Shop(cfg).keypair()
+    access = service.ssh_access(settings(), rental_id)
     if command:
-        from gpushop.ssh import client as ssh
-
-        async def go() -> tuple[int, str, str]:
-            target = ssh.Target(
-                rental.ssh_host or "", rental.ssh_port or 22, rental.ssh_user or "root"
-            )
-            conn = await ssh.connect(
-                target,
-                key.load_private(),
-                known_host_key=rental.host_key,
-                record_host_key=lambda _: None,
-            )
-            async with conn:
-                result = await ssh.run(conn, " ".join(command), timeout=24 * 3600)
-            return result
-
-        code, out, err = run_async(go())
+        code, out, err = run_async(service.run_over_ssh(access, command))
         sys.stdout.write(out)
         sys.stderr.write(err)
         raise typer.Exit(code)
-    binary = shutil.which("ssh")
-    if binary is None:
-        raise GpushopError(
-            "interactive SSH needs the OpenSSH client (apt-get install openssh-client)"
-        )
-    with tempfile.NamedTemporaryFile("w", delete=False, prefix="gpushop-known-") as known:
-        if rental.host_key:
-            port = rental.ssh_port
-            host = rental.ssh_host if port == 22 else f"[{rental.ssh_host}]:{port}"
-            known.write(f"{host} {rental.host_key}\n")
-    os.execv(
-        binary,
-        [
-            binary,
-            "-i",
-            str(key.private_path),
-            "-p",
-            str(rental.ssh_port),
-            "-o",
-            f"UserKnownHostsFile={known.name}",
-            "-o",
-            "StrictHostKeyChecking=" + ("yes" if rental.host_key else "accept-new"),
-            f"{rental.ssh_user or 'root'}@{rental.ssh_host}",
-        ],
-    )
+    argv = service.openssh_argv(access)
+    os.execv(argv[0], argv)
 
 
 def costs(
@@ -569,40 +385,13 @@ def costs(
     as_json: JsonOpt = False,
 ) -> None:
     """What your rentals cost, by day, GPU model and provider, against what was billed."""
-    from datetime import timedelta
-
-    from gpushop.fleet.costs_report import add_charges, summarize
-    from gpushop.fleet.money import month_window
+    from gpushop.service import rentals as service
 
     if days is not None and days < 1:
         raise UsageError("--days must be at least 1")
     now = datetime.now(UTC)
-    start, end = month_window(now)
-    if days is not None:
-        start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        end = now
     cfg = settings()
-
-    async def go() -> dict[str, Any]:
-        from gpushop.models import Feature
-        from gpushop.shop import Shop
-
-        async with Shop(cfg) as shop:
-            rentals = shop.store.list()
-            report = summarize(rentals, start, min(end, now), now)
-            for name, provider in shop.provider_map().items():
-                if not provider.has_credentials or not provider.supports(Feature.CHARGES):
-                    continue
-                try:
-                    rows = await provider.charges(start.timestamp(), now.timestamp())
-                except GpushopError as exc:
-                    warn(f"cannot compare with {provider.display_name}'s charges: {exc}")
-                    continue
-                ours = {r.instance_id for r in rentals if r.provider == name and r.instance_id}
-                add_charges(report, name, rows, ours)
-            return report.as_json()
-
-    data = run_async(go())
+    data = run_async(service.cost_report(cfg, days=days, now=now, warn=warn))
     if as_json:
         print_json(data)
         return

@@ -7,7 +7,7 @@ from gpushop.jobs.runner import Hooks, Output
 from gpushop.jobs.spec import JobSpec, Transfer
 from gpushop.recipes.aitoolkit import Progress
 from gpushop.recipes.log_stream import LogStream, Redraw
-from gpushop.store import Job, Rental
+from gpushop.store import Job, Rental, Store, User
 
 __all__ = [
     "Hooks",
@@ -18,6 +18,8 @@ __all__ = [
     "Progress",
     "Redraw",
     "Rental",
+    "Store",
     "Transfer",
     "UpOptions",
+    "User",
 ]

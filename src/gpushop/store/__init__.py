@@ -15,6 +15,7 @@ from gpushop.store.costs import accrued_cost, committed_cost
 from gpushop.store.locks import LockBusy
 from gpushop.store.records import Job, Rental, RentalEvent, Segment
 from gpushop.store.store import CLAIMING_STATES, OfferClaimed, StaleState, Store
+from gpushop.store.users import User
 
 __all__ = [
     "CLAIMING_STATES",
@@ -26,6 +27,7 @@ __all__ = [
     "Segment",
     "StaleState",
     "Store",
+    "User",
     "accrued_cost",
     "committed_cost",
 ]

@@ -174,3 +174,24 @@ class JobRow(Base):
     owner_pid: Mapped[int | None] = mapped_column(Integer)
     heartbeat_at: Mapped[datetime | None]
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class UserRow(Base):
+    """A member of the team the service serves. Their token is never stored: only its sha256
+    ``digest`` (tokens are long and random, so a plain hash is enough) and a ``hint`` (its
+    first characters) to tell tokens apart in a listing."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    # quotas (None: no limit of the user's own; the account-wide budget still holds)
+    max_rentals: Mapped[int | None] = mapped_column(Integer)
+    max_usd_per_hour: Mapped[float | None] = mapped_column(Float)
+    monthly_budget_usd: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -32,6 +32,7 @@ from gpushop.store.schema import (
     RentalRow,
     TimingRow,
 )
+from gpushop.store.users import Users
 
 __all__ = ["LockBusy", "StaleState", "Store"]
 
@@ -228,6 +229,11 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    @property
+    def users(self) -> Users:
+        """The team service's users (store/users.py)."""
+        return Users(self)
 
     def ping(self) -> None:
         """One round trip to the database (raises StoreUnavailable when it does not answer)."""
