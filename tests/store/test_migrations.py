@@ -62,8 +62,13 @@ def test_no_secret_looking_column_exists(store_url: str) -> None:
             for column in inspect(store._engine).get_columns(table)
         }
     assert not {name for name in found if SECRETISH.search(name)}
-    # the only "key" columns: the meta table's key and the server's PUBLIC host key
-    assert {name for name in found if "key" in name} == {"gpushop_meta.key", "rentals.host_key"}
+    # the only "key" columns: the meta table's key, the server's PUBLIC host key, and the
+    # Idempotency-Key a client chose for a request
+    assert {name for name in found if "key" in name} == {
+        "gpushop_meta.key",
+        "rentals.host_key",
+        "idempotency.idempotency_key",
+    }
 
 
 OPEN = """

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from gpushop.errors import MoneyLimitError
+from gpushop.store.spending import month_window
 
-
-def month_window(now: datetime) -> tuple[datetime, datetime]:
-    """[first instant of this UTC calendar month, first instant of the next)."""
-    now = now.astimezone(UTC)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start, end
+__all__ = ["check_budget", "check_price_cap", "month_window"]
 
 
 def check_budget(

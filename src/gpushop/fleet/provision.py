@@ -48,7 +48,7 @@ from gpushop.models import (
 from gpushop.providers.base import Provider
 from gpushop.ssh import client as ssh
 from gpushop.ssh.keys import KeyPair
-from gpushop.store import CLAIMING_STATES, OfferClaimed, Rental, Store
+from gpushop.store import CLAIMING_STATES, OfferClaimed, Rental, SpendingLimits, Store, User
 
 log = logging.getLogger("gpushop.fleet")
 HOST_BLOCK_SECONDS = 7 * 24 * 3600
@@ -83,6 +83,8 @@ class UpOptions:
     # the on-instance watchdog stops the instance at max duration + this grace, even when no
     # gpushop process is left to do it (a closed laptop); None disables it
     watchdog_grace_s: float | None = 600.0
+    # the team service's user it is for, with their quotas (None: the CLI's own rental)
+    user: User | None = None
 
 
 Progress = Callable[[str], None]
@@ -222,8 +224,20 @@ class Provisioner:
 
     def _claim(self, offer: Offer, opts: UpOptions, bid: float | None) -> Rental:
         """The write-ahead rental, which claims the offer: of two racing `up`s, one wins."""
+        user = opts.user
+        limits = SpendingLimits(
+            hours=opts.max_duration_s / 3600.0,
+            account_budget_usd=opts.budget_usd,
+            user_id=user.id if user else None,
+            user_name=user.name if user else "",
+            max_rentals=user.max_rentals if user else None,
+            max_usd_per_hour=user.max_usd_per_hour if user else None,
+            monthly_budget_usd=user.monthly_budget_usd if user else None,
+        )
         return self.store.new_rental(
             exclusive=True,
+            limits=limits,
+            user_id=user.id if user else None,
             provider=offer.provider,
             max_duration_s=opts.max_duration_s,
             owner_host=self.owner.host,

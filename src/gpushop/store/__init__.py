@@ -14,6 +14,7 @@ password: it is never logged; show ``Store.url_for_display`` (password masked) i
 from gpushop.store.costs import accrued_cost, committed_cost
 from gpushop.store.locks import LockBusy
 from gpushop.store.records import Job, Rental, RentalEvent, Segment
+from gpushop.store.spending import SpendingLimits, UserQuotaExceeded
 from gpushop.store.store import CLAIMING_STATES, OfferClaimed, StaleState, Store
 from gpushop.store.users import User
 
@@ -25,9 +26,11 @@ __all__ = [
     "Rental",
     "RentalEvent",
     "Segment",
+    "SpendingLimits",
     "StaleState",
     "Store",
     "User",
+    "UserQuotaExceeded",
     "accrued_cost",
     "committed_cost",
 ]

@@ -57,6 +57,7 @@ class Rental:
     host_key: str | None = None
     machine_id: str | None = None
     error: str | None = None
+    user_id: str | None = None  # the team service's user it was rented for (None: the CLI's)
     details: dict[str, Any] = field(default_factory=dict)
     # Closed billing intervals, appended by the store when a billed state ends (costs.py). The
     # open interval (READY since running_since, STOPPED since stopped_at) is not in this list.

@@ -105,6 +105,7 @@ class RentalRow(Base):
     host_key: Mapped[str | None] = mapped_column(Text)  # the server's PUBLIC host key
     machine_id: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(32), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # closed billing segments: [[kind, start iso, end iso, usd per hour], ...] (costs.py)
     segments: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -195,3 +196,16 @@ class UserRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class IdempotencyRow(Base):
+    """A POST that spends money, by its ``Idempotency-Key``: a retry gets the first one's rental."""
+
+    __tablename__ = "idempotency"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # chosen by the client, not a secret: it only makes a retry find the first answer
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # the same key for another body: 422
+    rental_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from gpushop.errors import ConfigError, StoreUnavailable
 from gpushop.models import TERMINAL, JobState, RentalState, can_transition
-from gpushop.store import costs
+from gpushop.store import costs, spending
 from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normalise_url, sqlite_path
 from gpushop.store.locks import LockBusy, advisory_key, file_lock, pg_advisory_lock, thread_lock
 from gpushop.store.migrate import upgrade
@@ -32,6 +32,7 @@ from gpushop.store.schema import (
     RentalRow,
     TimingRow,
 )
+from gpushop.store.spending import SpendingLimits
 from gpushop.store.users import Users
 
 __all__ = ["LockBusy", "StaleState", "Store"]
@@ -287,6 +288,7 @@ class Store:
         owner_host: str,
         owner_pid: int,
         exclusive: bool = False,
+        limits: SpendingLimits | None = None,
         **fields: Any,
     ) -> Rental:
         """Write a REQUESTED rental (and its first event) before anything is rented: write-ahead.
@@ -294,7 +296,10 @@ class Store:
         ``exclusive``: the rental claims its ``offer_id``; if another rental in
         :data:`CLAIMING_STATES` holds it, raise :class:`OfferClaimed` and write nothing. The check
         and the write are one serialised transaction, so of two racing claims exactly one wins
-        (whatever the clocks of their hosts say)."""
+        (whatever the clocks of their hosts say).
+
+        ``limits``: the budget and quotas the rental must fit (store/spending.py), checked in the
+        same serialised transaction: of concurrent rentals a limit allows one of, one is written."""
         if max_duration_s <= 0:
             raise ValueError("max_duration_s must be positive")
         values = _column_values(fields, None)
@@ -316,6 +321,11 @@ class Store:
             row_values["segments"] = []
             try:
                 with self._write() as session:
+                    if limits is not None:
+                        self._serialise(session, "spend")
+                        spending.check(
+                            session, _to_rental, limits, rental.price_per_hour or 0.0, now
+                        )
                     if exclusive and rental.offer_id:
                         rival = self._offer_holder(session, provider, rental.offer_id)
                         if rival is not None:
@@ -330,12 +340,16 @@ class Store:
             return rental
         raise RuntimeError("could not allocate a unique rental id")
 
-    def _offer_holder(self, session: Session, provider: str, offer_id: str) -> str | None:
+    def _serialise(self, session: Session, what: str) -> None:
+        """Until this transaction ends, no other of this deployment serialised on ``what`` runs.
+        PostgreSQL's READ COMMITTED would let two check-then-insert transactions both pass;
+        SQLite writers are serialised already (BEGIN IMMEDIATE)."""
         if self.dialect == "postgresql":
-            # READ COMMITTED lets two transactions both see no holder: serialise per offer.
-            # (SQLite writers are serialised already: BEGIN IMMEDIATE.)
-            key = advisory_key(f"offer:{self.deployment_id}:{provider}:{offer_id}")
+            key = advisory_key(f"{what}:{self.deployment_id}")
             session.execute(select(func.pg_advisory_xact_lock(key)))
+
+    def _offer_holder(self, session: Session, provider: str, offer_id: str) -> str | None:
+        self._serialise(session, f"offer:{provider}:{offer_id}")
         holder = select(RentalRow.id).where(
             RentalRow.provider == provider,
             RentalRow.offer_id == offer_id,
