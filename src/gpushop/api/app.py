@@ -9,20 +9,23 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from gpushop import __version__
-from gpushop.api import errors
+from gpushop.api import errors, rentals
 from gpushop.api.auth import CurrentUser, Stores
 from gpushop.config import Settings
 from gpushop.service import users
 from gpushop.service.health import Readiness
+from gpushop.service.team_rentals import Provisioning
 
 
 def create_app(cfg: Settings) -> FastAPI:
     readiness = Readiness(cfg)
     stores = Stores(cfg)
+    provisioning = Provisioning(cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        await provisioning.aclose()  # what is still provisioning is released, not left
         readiness.close()
         stores.close()
 
@@ -32,7 +35,10 @@ def create_app(cfg: Settings) -> FastAPI:
         description="A team's GPU rentals, jobs and money limits over HTTP.",
         lifespan=lifespan,
     )
+    app.state.settings = cfg
     app.state.stores = stores
+    app.state.provisioning = provisioning
+    app.include_router(rentals.router)
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gpushop import errors
+from gpushop.service.team_rentals import IdempotencyConflict
+from gpushop.service.types import UserQuotaExceeded
 from gpushop.service.users import Forbidden, Unauthorized
 
 log = logging.getLogger("gpushop.api")
@@ -20,6 +22,8 @@ log = logging.getLogger("gpushop.api")
 _BY_CLASS: list[tuple[type[errors.GpushopError], int, str]] = [
     (Unauthorized, 401, "unauthorized"),
     (Forbidden, 403, "forbidden"),
+    (IdempotencyConflict, 409, "idempotency_conflict"),
+    (UserQuotaExceeded, 403, "quota_exceeded"),
     (errors.QuotaExceeded, 503, "provider_quota_exceeded"),
     (errors.RateLimited, 503, "provider_rate_limited"),
     (errors.ProviderUnavailable, 502, "provider_unavailable"),

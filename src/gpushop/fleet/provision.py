@@ -147,10 +147,16 @@ class Provisioner:
         result = await self.market.search(query, opts.sort, 20)
         return choice.order_of_attempts(result.offers, self.rng)
 
-    async def up(self, opts: UpOptions, progress: Progress = lambda _: None) -> Rental:
+    async def up(
+        self,
+        opts: UpOptions,
+        progress: Progress = lambda _: None,
+        claimed: Callable[[Rental], None] | None = None,
+    ) -> Rental:
         """Rent and wait. A host that fails (stuck, lying, created stopped) costs one of
         ``max_attempts``; an offer someone else took first costs a fresh search instead (taken
-        offers drop out of it), up to ``MAX_RACES``, so concurrent ``up``s do not give up."""
+        offers drop out of it), up to ``MAX_RACES``, so concurrent ``up``s do not give up.
+        ``claimed`` hears of each write-ahead rental as it is written (before its create)."""
         hours = opts.max_duration_s / 3600.0
         errors: list[str] = []
         tried: set[str] = set()
@@ -159,8 +165,8 @@ class Provisioner:
         offers = await self.candidates(opts)
         self._search_s = time.monotonic() - searched
         while failures < max(1, opts.max_attempts):
-            claimed = self._claimed_offers()
-            pending = [o for o in offers if o.id not in tried and o.id not in claimed]
+            taken = self._claimed_offers()
+            pending = [o for o in offers if o.id not in tried and o.id not in taken]
             if not pending:
                 if races >= MAX_RACES or not [o for o in offers if o.id not in tried]:
                     break
@@ -184,7 +190,7 @@ class Provisioner:
                 f"at ${offer.price_per_hour:.3f}/h ({offer.location})"
             )
             try:
-                return await self._attempt(offer, opts, progress)
+                return await self._attempt(offer, opts, progress, claimed)
             except OfferUnavailable as exc:
                 races += 1
                 errors.append(f"{offer.id}: {exc}")
@@ -201,7 +207,13 @@ class Provisioner:
                 progress(f"{offer.id} failed: {exc}; trying the next offer")
         raise ProvisioningFailed("no offer became ready: " + "; ".join(errors))
 
-    async def _attempt(self, offer: Offer, opts: UpOptions, progress: Progress) -> Rental:
+    async def _attempt(
+        self,
+        offer: Offer,
+        opts: UpOptions,
+        progress: Progress,
+        claimed: Callable[[Rental], None] | None = None,
+    ) -> Rental:
         provider = self.providers[offer.provider]
         bid = choose_bid(offer, opts) if opts.query.interruptible else None
         await provider.ensure_ssh_key(self.keypair.public_key)
@@ -212,6 +224,8 @@ class Provisioner:
             # offer first: yield before any create call, so neither pays a failed one.
             raise OfferUnavailable(f"offer {offer.id} is being rented by {exc.rival}") from None
         self.store.record_timing(rental.id, "offer_chosen", self._search_s)
+        if claimed is not None:
+            claimed(rental)
         beat = asyncio.create_task(self._heartbeat(rental.id))
         try:
             return await self._create_and_wait(rental, offer, provider, opts, progress)

@@ -7,7 +7,7 @@ from gpushop.jobs.runner import Hooks, Output
 from gpushop.jobs.spec import JobSpec, Transfer
 from gpushop.recipes.aitoolkit import Progress
 from gpushop.recipes.log_stream import LogStream, Redraw
-from gpushop.store import Job, Rental, Store, User
+from gpushop.store import Job, Rental, Store, User, UserQuotaExceeded
 
 __all__ = [
     "Hooks",
@@ -22,4 +22,5 @@ __all__ = [
     "Transfer",
     "UpOptions",
     "User",
+    "UserQuotaExceeded",
 ]

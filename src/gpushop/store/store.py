@@ -21,6 +21,7 @@ from gpushop.errors import ConfigError, StoreUnavailable
 from gpushop.models import TERMINAL, JobState, RentalState, can_transition
 from gpushop.store import costs, spending
 from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normalise_url, sqlite_path
+from gpushop.store.idempotency import IdempotencyKeys
 from gpushop.store.locks import LockBusy, advisory_key, file_lock, pg_advisory_lock, thread_lock
 from gpushop.store.migrate import upgrade
 from gpushop.store.records import Job, Rental, RentalEvent, Segment
@@ -230,6 +231,11 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    @property
+    def idempotency(self) -> IdempotencyKeys:
+        """Idempotency-Keys of money-spending requests (store/idempotency.py)."""
+        return IdempotencyKeys(self)
 
     @property
     def users(self) -> Users:

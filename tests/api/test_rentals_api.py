@@ -1,0 +1,132 @@
+"""Rentals over HTTP with two users against a real `gpushop serve` and the emulator: rent
+(202 + Location), see only one's own (404 for another's), release; quotas and Idempotency-Keys
+under concurrent requests; money rules as on the CLI."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+
+from cli_run import cli
+from waiting import until
+
+BODY = {"min_vram": 24, "max_duration": "1h"}
+
+
+def token(capsys: Any, *argv: str) -> dict[str, str]:
+    code, out, err = cli(capsys, "users", "add", *argv)
+    assert code == 0, err
+    return {"Authorization": f"Bearer {out.strip()}"}
+
+
+def live_instances(emulator: Any) -> list[dict[str, Any]]:
+    return [
+        i for i in emulator.control.state()["instances"] if i.get("actual_status") != "destroyed"
+    ]
+
+
+def test_two_users_rent_see_their_own_and_release(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    alice, bob = token(capsys, "alice"), token(capsys, "bob")
+    admin = token(capsys, "root", "--admin")
+    created = httpx.post(f"{url}/v1/rentals", json=BODY, headers=alice, timeout=60)
+    assert created.status_code == 202, created.text
+    rental = created.json()
+    assert created.headers["location"] == f"/v1/rentals/{rental['rental_id']}"
+    where = url + created.headers["location"]
+
+    def ready() -> dict[str, Any] | None:
+        shown = httpx.get(where, headers=alice).json()
+        return shown if shown["state"] == "ready" else None
+
+    shown = until(ready, "the rental to be ready")
+    assert shown["ssh"]["port"] and shown["cost_usd"] >= 0 and shown["price_per_hour"] > 0
+    assert httpx.get(where, headers=bob).status_code == 404  # not even "it exists"
+    assert httpx.get(f"{url}/v1/rentals", headers=bob).json() == []
+    assert [r["rental_id"] for r in httpx.get(f"{url}/v1/rentals", headers=alice).json()] == [
+        rental["rental_id"]
+    ]
+    everyone = httpx.get(f"{url}/v1/rentals", params={"all": "true"}, headers=admin).json()
+    assert [r["rental_id"] for r in everyone] == [rental["rental_id"]]
+    assert httpx.post(f"{where}/release", headers=bob).status_code == 404
+    released = httpx.post(f"{where}/release", headers=alice, timeout=60)
+    assert released.status_code == 200 and released.json()["state"] == "released"
+    assert live_instances(emulator) == []
+
+
+def concurrently(n: int, send: Any) -> list[httpx.Response]:
+    barrier = threading.Barrier(n)
+    answers: list[httpx.Response] = []
+
+    def one() -> None:
+        barrier.wait()
+        answers.append(send())
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return answers
+
+
+def test_twenty_concurrent_creates_against_a_quota_of_three(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    bob = token(capsys, "bob", "--max-rentals", "3")
+    answers = concurrently(
+        20, lambda: httpx.post(f"{url}/v1/rentals", json=BODY, headers=bob, timeout=120)
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [202] * 3 + [403] * 17, [a.text for a in answers if a.status_code >= 500]
+    refused = [a.json() for a in answers if a.status_code == 403]
+    assert {r["code"] for r in refused} == {"quota_exceeded"}
+    assert "3 concurrent rentals at most" in refused[0]["message"]
+    until(lambda: len(live_instances(emulator)) == 3, "the three rentals' instances")
+    assert len(httpx.get(f"{url}/v1/rentals", headers=bob).json()) == 3
+
+
+def test_the_same_idempotency_key_twice_at_once_rents_once(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    carol = token(capsys, "carol")
+    headers = {**carol, "Idempotency-Key": "train-2026-12-04-a"}
+    answers = concurrently(
+        2, lambda: httpx.post(f"{url}/v1/rentals", json=BODY, headers=headers, timeout=120)
+    )
+    assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+    assert answers[0].json()["rental_id"] == answers[1].json()["rental_id"]
+    again = httpx.post(f"{url}/v1/rentals", json=BODY, headers=headers, timeout=60)
+    assert again.json()["rental_id"] == answers[0].json()["rental_id"]  # a later retry too
+    other = httpx.post(
+        f"{url}/v1/rentals", json={**BODY, "max_duration": "2h"}, headers=headers, timeout=60
+    )
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
+    until(lambda: len(live_instances(emulator)) == 1, "the one instance")
+    assert len(httpx.get(f"{url}/v1/rentals", headers=carol).json()) == 1
+
+
+def test_bad_bodies_and_money_rules_rent_nothing(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve({**environment, "GPUSHOP_BUDGET_USD": "0"})
+    dave = token(capsys, "dave")
+    cases = [
+        ({"disk": -1}, 422, "invalid_request", "disk"),
+        ({"colour": "red"}, 422, "invalid_request", "colour"),
+        ({"env": {"HF_TOKEN": "x"}}, 400, "bad_request", "env.HF_TOKEN"),
+        ({"max_duration": "soon"}, 400, "bad_request", "soon"),
+        (BODY, 403, "money_limit", "GPUSHOP_BUDGET_USD=0"),
+    ]
+    for body, status, code, says in cases:
+        answer = httpx.post(f"{url}/v1/rentals", json=body, headers=dave, timeout=60)
+        assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
+        assert says in answer.json()["message"], answer.text
+    assert emulator.control.request_count("PUT /api/v0/asks/{id}/") == 0
+    assert httpx.post(f"{url}/v1/rentals", json=BODY).status_code == 401
