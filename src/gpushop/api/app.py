@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from gpushop import __version__
-from gpushop.api import errors, rentals
+from gpushop.api import errors, market, rentals, reports
 from gpushop.api.auth import CurrentUser, Stores
 from gpushop.config import Settings
 from gpushop.service import users
@@ -39,6 +39,8 @@ def create_app(cfg: Settings) -> FastAPI:
     app.state.stores = stores
     app.state.provisioning = provisioning
     app.include_router(rentals.router)
+    app.include_router(market.router)
+    app.include_router(reports.router)
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gpushop.market import ranking
+from gpushop.market.views import market_json, offer_json
+
+__all__ = ["console", "market_json", "market_table", "offer_json", "offers_table"]
 
 if TYPE_CHECKING:
     from gpushop.market.service import MarketSummary
@@ -22,44 +24,6 @@ def console() -> Any:
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 160)
-
-
-def _r(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def offer_json(offer: Offer) -> dict[str, Any]:
-    """The documented JSON form of an offer (README, "JSON output")."""
-    return {
-        "id": offer.id,
-        "provider": offer.provider,
-        "offer_id": offer.offer_id,
-        "gpu_name": offer.gpu_name,
-        "gpu_variant": offer.gpu_variant,
-        "num_gpus": offer.num_gpus,
-        "gpu_ram_gb": _r(offer.gpu_ram_gb, 1),
-        "price_per_hour": _r(offer.price_per_hour),
-        "price_per_gpu_hour": _r(offer.price_per_gpu_hour),
-        "storage_price_per_hour": _r(offer.storage_price_per_hour),
-        "value_price_per_hour": _r(ranking.value_price(offer)),
-        "reliability": _r(offer.reliability),
-        "verified": offer.verified,
-        "datacenter": offer.datacenter,
-        "location": offer.location,
-        "country": offer.country,
-        "inet_up_mbps": _r(offer.inet_up_mbps, 1),
-        "inet_down_mbps": _r(offer.inet_down_mbps, 1),
-        "cuda": offer.cuda,
-        "driver": offer.driver,
-        "dlperf": _r(offer.dlperf, 2),
-        "dlperf_per_dollar": _r(offer.dlperf_per_dollar, 2),
-        "disk_gb": offer.disk_gb,
-        "disk_available_gb": _r(offer.disk_available_gb, 1),
-        "interruptible": offer.interruptible,
-        "min_bid": _r(offer.min_bid),
-        "market_median_per_gpu_hour": _r(offer.market_median_per_gpu),
-        "market_delta_pct": _r(offer.market_delta_pct, 1),
-    }
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -113,25 +77,6 @@ def offers_table(offers: list[Offer], title: str, short: dict[str, str] | None =
             _where(o),
         )
     console().print(table)
-
-
-def market_json(summary: MarketSummary) -> dict[str, Any]:
-    return {
-        "total_offers": summary.total_offers,
-        "cached": summary.cached,
-        "models": [
-            {
-                "gpu_name": m.gpu_name,
-                "offers": m.offers,
-                "gpus": m.gpus,
-                "p10_per_gpu_hour": _r(m.p10),
-                "p50_per_gpu_hour": _r(m.p50),
-                "p90_per_gpu_hour": _r(m.p90),
-                "best": offer_json(m.best) if m.best else None,
-            }
-            for m in summary.models
-        ],
-    }
 
 
 def market_table(summary: MarketSummary, title: str, short: dict[str, str] | None = None) -> None:
