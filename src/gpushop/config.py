@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # machine). False: no client-side pacing, for a server without limits such as
     # `gpushop emulator --no-rate-limit`; a 429 is still waited out and retried.
     gpushop_rate_limit: bool = True
+    # `gpushop serve`: requests a user's token may make, as `limits` writes rates
+    # ("20/second;600/minute"); shared by replicas through GPUSHOP_REDIS_URL when set
+    gpushop_api_rate_limit: str = "20/second;600/minute"
 
     @field_validator("vastai_preferred_gpus", mode="before")
     @classmethod

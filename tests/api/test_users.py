@@ -4,12 +4,16 @@ API, revoke and rotate that take effect at once, quotas kept."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from cli_run import cli
+
+from .conftest import free_port
 
 
 def add(capsys: Any, *argv: str) -> str:
@@ -86,3 +90,28 @@ def test_bad_input_is_one_line_and_exit_2(environment: dict[str, str], capsys: A
     ):
         code, _, err = cli(capsys, *argv)
         assert code == 2 and says in err and err.count("\n") == 1, (argv, err)
+
+
+def test_a_token_past_its_request_limit_gets_429_with_retry_after(
+    serve: Any, environment: dict[str, str], capsys: Any
+) -> None:
+    url, _ = serve({**environment, "GPUSHOP_API_RATE_LIMIT": "5/minute"})
+    fast, slow = add(capsys, "fast"), add(capsys, "slow")
+    answers = [me(url, fast) for _ in range(8)]
+    assert [a.status_code for a in answers] == [200] * 5 + [429] * 3
+    limited = answers[-1]
+    assert limited.json()["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert me(url, slow).status_code == 200  # per token: another user is not held up
+
+
+def test_a_bad_request_limit_is_one_line_at_start(environment: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gpushop", "serve", "--port", str(free_port())],
+        env={**environment, "GPUSHOP_API_RATE_LIMIT": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "GPUSHOP_API_RATE_LIMIT 'lots'" in done.stderr

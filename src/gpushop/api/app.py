@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from gpushop import __version__
 from gpushop.api import errors, market, rentals, reports
 from gpushop.api.auth import CurrentUser, Stores
+from gpushop.api.limits import RequestLimits
 from gpushop.config import Settings
 from gpushop.service import users
 from gpushop.service.health import Readiness
@@ -36,6 +37,7 @@ def create_app(cfg: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = cfg
+    app.state.limits = RequestLimits(cfg)
     app.state.stores = stores
     app.state.provisioning = provisioning
     app.include_router(rentals.router)

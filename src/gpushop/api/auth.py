@@ -35,9 +35,12 @@ class Stores:
 
 
 def current_user(request: Request) -> User:
-    """(A sync dependency: FastAPI runs it in its thread pool, off the loop.)"""
+    """The token's user, within the token's request limits (a sync dependency: FastAPI runs it
+    in its thread pool, off the loop)."""
     stores: Stores = request.app.state.stores
-    return users.authenticate(stores.get(), request.headers.get("authorization"))
+    user = users.authenticate(stores.get(), request.headers.get("authorization"))
+    request.app.state.limits.hit(user.id)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gpushop import errors
+from gpushop.api.limits import TooManyRequests
 from gpushop.service.team_rentals import IdempotencyConflict
 from gpushop.service.types import UserQuotaExceeded
 from gpushop.service.users import Forbidden, Unauthorized
@@ -21,6 +22,7 @@ log = logging.getLogger("gpushop.api")
 # (status, code) by error class, most specific first
 _BY_CLASS: list[tuple[type[errors.GpushopError], int, str]] = [
     (Unauthorized, 401, "unauthorized"),
+    (TooManyRequests, 429, "rate_limited"),
     (Forbidden, 403, "forbidden"),
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (UserQuotaExceeded, 403, "quota_exceeded"),
@@ -68,6 +70,8 @@ def install(app: FastAPI) -> None:
         response = error(status, code, str(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
 
     @app.exception_handler(RequestValidationError)
