@@ -4,9 +4,11 @@ under concurrent requests; money rules as on the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
+import asyncssh
 import httpx
 
 from cli_run import cli
@@ -130,3 +132,45 @@ def test_bad_bodies_and_money_rules_rent_nothing(
         assert says in answer.json()["message"], answer.text
     assert emulator.control.request_count("PUT /api/v0/asks/{id}/") == 0
     assert httpx.post(f"{url}/v1/rentals", json=BODY).status_code == 401
+
+
+def test_a_users_own_ssh_key_gets_into_their_rentals(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    erin = token(capsys, "erin")
+    mine = asyncssh.generate_private_key("ssh-ed25519")
+    public = mine.export_public_key().decode().strip()
+    added = httpx.post(f"{url}/v1/me/ssh-keys", json={"public_key": public}, headers=erin)
+    assert added.status_code == 201, added.text
+    assert added.json()["fingerprint"].startswith("SHA256:")
+    listed = httpx.get(f"{url}/v1/me/ssh-keys", headers=erin).json()
+    assert [k["fingerprint"] for k in listed] == [added.json()["fingerprint"]]
+    private = mine.export_private_key().decode()
+    for text, says in ((private, "PRIVATE key"), ("ssh-ed25519 nonsense", "not an OpenSSH")):
+        bad = httpx.post(f"{url}/v1/me/ssh-keys", json={"public_key": text}, headers=erin)
+        assert bad.status_code == 400 and says in bad.json()["message"]
+        assert private not in bad.text
+    created = httpx.post(f"{url}/v1/rentals", json=BODY, headers=erin, timeout=60)
+    where = url + created.headers["location"]
+    ssh = until(lambda: httpx.get(where, headers=erin).json()["ssh"], "the rental's SSH address")
+
+    async def log_in() -> str:
+        async with asyncssh.connect(
+            ssh["host"],
+            ssh["port"],
+            username=ssh["user"],
+            client_keys=[mine],
+            known_hosts=None,
+            agent_path=None,
+            config=None,
+        ) as conn:
+            return str((await conn.run("echo in", check=True)).stdout)
+
+    def gets_in() -> bool:
+        try:
+            return asyncio.run(log_in()) == "in\n"
+        except (asyncssh.PermissionDenied, OSError):
+            return False  # not installed yet: it comes once the rental is ready
+
+    until(gets_in, "the user's own key to get in")

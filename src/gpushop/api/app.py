@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from gpushop import __version__
 from gpushop.api import errors, market, rentals, reports
@@ -16,6 +17,11 @@ from gpushop.config import Settings
 from gpushop.service import users
 from gpushop.service.health import Readiness
 from gpushop.service.team_rentals import Provisioning
+
+
+class SshKeyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    public_key: str = Field(min_length=1, max_length=16_384, description="one OpenSSH line")
 
 
 def create_app(cfg: Settings) -> FastAPI:
@@ -62,5 +68,15 @@ def create_app(cfg: Settings) -> FastAPI:
     def me(user: CurrentUser) -> dict[str, object]:
         """The user the token names: admin or not, quotas."""
         return users.public(user)
+
+    @app.post("/v1/me/ssh-keys", tags=["users"], status_code=201)
+    def add_ssh_key(body: SshKeyBody, user: CurrentUser) -> dict[str, str]:
+        """Register your PUBLIC SSH key: it is installed on the rentals you make from now on,
+        so that you `ssh` in with it (the service's own key stays the service's)."""
+        return users.add_ssh_key(stores.get(), user, body.public_key)
+
+    @app.get("/v1/me/ssh-keys", tags=["users"])
+    def list_ssh_keys(user: CurrentUser) -> list[dict[str, str]]:
+        return users.ssh_keys(stores.get(), user)
 
     return app

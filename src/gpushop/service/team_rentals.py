@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -133,7 +134,7 @@ class Provisioning:
             if not found.first:
                 return await self._first_ones(store, user, key, req), False
         try:
-            rental = await self._start(req, opts)
+            rental = await self._start(req, opts, user)
         except BaseException:
             if key is not None:
                 await asyncio.to_thread(store.idempotency.release, user.id, key)
@@ -142,7 +143,7 @@ class Provisioning:
             await asyncio.to_thread(store.idempotency.attach, user.id, key, rental.id)
         return rental, True
 
-    async def _start(self, req: RentalRequest, opts: UpOptions) -> Rental:
+    async def _start(self, req: RentalRequest, opts: UpOptions, user: User) -> Rental:
         loop = asyncio.get_running_loop()
         written: asyncio.Future[Rental] = loop.create_future()
 
@@ -153,7 +154,10 @@ class Provisioning:
         async def work() -> None:
             try:
                 async with Shop(self.cfg, provider=req.provider) as shop:
-                    await shop.provisioner().up(opts, lambda line: None, claimed)
+                    rental = await shop.provisioner().up(opts, lambda line: None, claimed)
+                    lines = [line for _, line, _ in shop.store.users.identities(user.id)]
+                if lines and rental.ssh_host:
+                    await install_ssh_keys(self.cfg, rental.id, lines)
             except Exception as exc:
                 if not written.done():
                     written.set_exception(exc)
@@ -251,3 +255,19 @@ async def set_power(
     rental = await asyncio.to_thread(store.get, rental_id)
     assert rental is not None
     return {**view(rental), "done": change.done, "gpu_released": change.gpu_released}
+
+
+async def install_ssh_keys(cfg: Settings, rental_id: str, lines: list[str]) -> None:
+    """Append the user's public keys to the instance's ``~/.ssh/authorized_keys`` (each once),
+    over SSH with the service's key: the same on every provider, and the user logs in with
+    their own key while the service's stays the service's."""
+    quoted = " ".join(shlex.quote(line) for line in lines)
+    script = (
+        "umask 077; mkdir -p ~/.ssh && touch ~/.ssh/authorized_keys && "
+        f'for k in {quoted}; do grep -qxF "$k" ~/.ssh/authorized_keys || '
+        "printf '%s\\n' \"$k\" >> ~/.ssh/authorized_keys; done"
+    )
+    access = await asyncio.to_thread(rentals.ssh_access, cfg, rental_id)
+    code, _, err = await rentals.run_over_ssh(access, ["sh", "-c", shlex.quote(script)])
+    if code != 0:
+        raise GpushopError(f"installing the user's SSH keys failed: {err.strip()[:200]}")

@@ -106,3 +106,27 @@ def public(user: User) -> dict[str, Any]:
     shown["created_at"] = user.created_at.isoformat()
     shown["revoked_at"] = user.revoked_at.isoformat() if user.revoked_at else None
     return shown
+
+
+def add_ssh_key(store: Store, user: User, text: str) -> dict[str, str]:
+    """Register a user's PUBLIC SSH key (installed on the rentals they make from now on)."""
+    import asyncssh
+
+    line = text.strip()
+    if "PRIVATE KEY" in line:
+        raise UsageError("public_key: that is a PRIVATE key; send the .pub file's line")
+    try:
+        key = asyncssh.import_public_key(line)
+    except (asyncssh.KeyImportError, ValueError):
+        raise UsageError("public_key: not an OpenSSH public key line") from None
+    public_line = key.export_public_key("openssh").decode().strip()
+    fingerprint = key.get_fingerprint()
+    key_id = store.users.add_identity(user.id, public_line, fingerprint)
+    return {"id": key_id, "fingerprint": fingerprint}
+
+
+def ssh_keys(store: Store, user: User) -> list[dict[str, str]]:
+    return [
+        {"id": key_id, "public_key": line, "fingerprint": fingerprint}
+        for key_id, line, fingerprint in store.users.identities(user.id)
+    ]

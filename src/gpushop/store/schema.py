@@ -209,3 +209,16 @@ class IdempotencyRow(Base):
     request_hash: Mapped[str] = mapped_column(String(64))  # the same key for another body: 422
     rental_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
+
+
+class SshIdentityRow(Base):
+    """A user's PUBLIC SSH key (one OpenSSH line), installed on their rentals so that they log
+    in with their own key; the service's own key stays the service's."""
+
+    __tablename__ = "ssh_identities"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    public_line: Mapped[str] = mapped_column(Text)  # "ssh-ed25519 AAAA... comment"
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]

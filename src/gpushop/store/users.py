@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gpushop.errors import UsageError
-from gpushop.store.schema import UserRow
+from gpushop.store.schema import SshIdentityRow, UserRow
 
 if TYPE_CHECKING:
     from gpushop.store.store import Store
@@ -105,3 +106,33 @@ class Users:
             row.updated_at = self.store.clock()
             session.flush()
             return _user(row)
+
+    def add_identity(self, user_id: str, public_line: str, fingerprint: str) -> str:
+        """Record a user's public SSH key (once: the same key again is a no-op); its id."""
+        with self.store._write() as session:
+            found = session.scalars(
+                select(SshIdentityRow).where(
+                    SshIdentityRow.user_id == user_id, SshIdentityRow.fingerprint == fingerprint
+                )
+            ).first()
+            if found is not None:
+                return found.id
+            row = SshIdentityRow(
+                id="k" + secrets.token_hex(8),
+                user_id=user_id,
+                public_line=public_line,
+                fingerprint=fingerprint,
+                created_at=self.store.clock(),
+            )
+            session.add(row)
+            return row.id
+
+    def identities(self, user_id: str) -> builtins.list[tuple[str, str, str]]:
+        """(id, public line, fingerprint) of each of the user's public SSH keys."""
+        with self.store._read() as session:
+            rows = session.scalars(
+                select(SshIdentityRow)
+                .where(SshIdentityRow.user_id == user_id)
+                .order_by(SshIdentityRow.created_at)
+            )
+            return [(r.id, r.public_line, r.fingerprint) for r in rows]
