@@ -12,6 +12,7 @@ import bench_client
 import bench_emulator
 import bench_rentals
 import bench_sandbox
+import bench_serve
 import bench_transfer
 
 
@@ -41,6 +42,7 @@ def main() -> int:
     bench_rentals.main()
     bench_sandbox.main()
     bench_transfer.main([])
+    bench_serve.main([])
     return 0
 
 

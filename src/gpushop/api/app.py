@@ -16,6 +16,7 @@ from gpushop.api.limits import RequestLimits
 from gpushop.config import Settings
 from gpushop.service import users
 from gpushop.service.health import Readiness
+from gpushop.service.market import MarketReads
 from gpushop.service.team_rentals import Provisioning
 
 
@@ -28,11 +29,13 @@ def create_app(cfg: Settings) -> FastAPI:
     readiness = Readiness(cfg)
     stores = Stores(cfg)
     provisioning = Provisioning(cfg)
+    market_reads = MarketReads(cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await provisioning.aclose()  # what is still provisioning is released, not left
+        await market_reads.aclose()
         readiness.close()
         stores.close()
 
@@ -46,6 +49,7 @@ def create_app(cfg: Settings) -> FastAPI:
     app.state.limits = RequestLimits(cfg)
     app.state.stores = stores
     app.state.provisioning = provisioning
+    app.state.market = market_reads
     app.include_router(rentals.router)
     app.include_router(market.router)
     app.include_router(reports.router)

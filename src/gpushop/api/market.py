@@ -12,7 +12,7 @@ from gpushop.gpus import parse_gpu_list
 from gpushop.market.views import market_json, offer_json
 from gpushop.models import SortKey
 from gpushop.offer_flags import build_query
-from gpushop.shop import Shop
+from gpushop.service.market import MarketReads
 
 router = APIRouter(prefix="/v1", tags=["market"])
 
@@ -50,8 +50,8 @@ async def offers(
         unverified=unverified,
         settings_max_price=cfg.vastai_max_bid_per_hour,
     )
-    async with Shop(cfg, provider=provider) as shop:
-        result = await shop.market.search(query, sort, limit)
+    reads: MarketReads = request.app.state.market
+    result = await reads.search(query, sort, limit, provider)
     return {
         "query": query.describe(),
         "offers": [offer_json(o) for o in result.offers],
@@ -68,6 +68,6 @@ async def market(
     provider: str | None = None,
 ) -> dict[str, Any]:
     """$/GPU/h per model (p10, p50, p90) and the best reliable offer of each."""
-    async with Shop(request.app.state.settings, provider=provider) as shop:
-        summary = await shop.market.summary(parse_gpu_list(gpu), min_reliability)
+    reads: MarketReads = request.app.state.market
+    summary = await reads.shop(provider).market.summary(parse_gpu_list(gpu), min_reliability)
     return {**market_json(summary), "warnings": list(summary.warnings)}

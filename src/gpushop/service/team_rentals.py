@@ -234,11 +234,8 @@ def listing(
     """The user's rentals, newest first (an admin's ``everyone``: all users')."""
     states = None if include_ended else [s for s in RentalState if not s.terminal]
     now = datetime.now(UTC)
-    return [
-        view(r, now)
-        for r in store.list(states=states)
-        if (everyone and user.is_admin) or r.user_id == user.id
-    ]
+    mine = None if everyone and user.is_admin else user.id
+    return [view(r, now) for r in store.list(states=states, user_id=mine)]
 
 
 async def release(cfg: Settings, store: Store, user: User, rental_id: str) -> dict[str, Any]:

@@ -374,14 +374,20 @@ class Store:
             return _to_rental(row) if row is not None else None
 
     def list(
-        self, *, states: Iterable[RentalState] | None = None, provider: str | None = None
+        self,
+        *,
+        states: Iterable[RentalState] | None = None,
+        provider: str | None = None,
+        user_id: str | None = None,
     ) -> builtins.list[Rental]:
-        """Rentals, newest first."""
+        """Rentals, newest first (``user_id``: one user's of the team service)."""
         query = select(RentalRow).order_by(RentalRow.created_at.desc(), RentalRow.id.desc())
         if states is not None:
             query = query.where(RentalRow.state.in_([RentalState(s).value for s in states]))
         if provider is not None:
             query = query.where(RentalRow.provider == provider)
+        if user_id is not None:
+            query = query.where(RentalRow.user_id == user_id)
         with self._read() as session:
             return [_to_rental(row) for row in session.scalars(query)]
 
