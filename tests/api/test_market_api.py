@@ -53,3 +53,18 @@ def test_costs_and_reconcile_are_an_admins_timings_anyones(
     report = httpx.post(f"{url}/v1/reconcile", headers=admin, timeout=60).json()
     assert report["dry_run"] is True and report["actions"] == []
     assert httpx.get(f"{url}/v1/timings", headers=user).json() == []
+
+
+def test_the_same_offers_query_again_is_answered_from_the_services_cache(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    me = token(capsys, "cat")
+    first = httpx.get(f"{url}/v1/offers", params={"min_vram": 48}, headers=me, timeout=60)
+    searches = emulator.control.request_count("POST /api/v0/bundles/")
+    again = httpx.get(f"{url}/v1/offers", params={"min_vram": 48}, headers=me, timeout=60)
+    assert again.json()["offers"] == first.json()["offers"]
+    assert emulator.control.request_count("POST /api/v0/bundles/") == searches
+    other = httpx.get(f"{url}/v1/offers", params={"min_vram": 80}, headers=me, timeout=60)
+    assert other.status_code == 200  # another query: searched anew
+    assert emulator.control.request_count("POST /api/v0/bundles/") > searches
