@@ -22,17 +22,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(params=["sqlite"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store the service runs on: SQLite here; a module that must also hold on PostgreSQL
+    overrides it with ``params=["sqlite", "postgresql"]``."""
+    return str(request.param)
+
+
 @pytest.fixture
-def environment(emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def environment(
+    emulator: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store_kind: str,
+    request: pytest.FixtureRequest,
+) -> dict[str, str]:
     """The service's environment; also this process's, so that in-process CLI calls
     (`gpushop users add`) use the same store."""
+    db_url = (
+        str(request.getfixturevalue("pg_url"))
+        if store_kind == "postgresql"
+        else f"sqlite:///{tmp_path / 'store.db'}"
+    )
     values = {
         "VASTAI_URL": emulator.url,
         "VASTAI_API_KEY": emulator.api_key,
         "GPUSHOP_CACHE_DIR": str(tmp_path / "cache"),
         "GPUSHOP_DATA_DIR": str(tmp_path / "data"),
         "GPUSHOP_CONFIG_DIR": str(tmp_path / "config"),
-        "GPUSHOP_DB_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "GPUSHOP_DB_URL": db_url,
         "GPUSHOP_RATE_LIMIT": "false",
     }
     for key, value in values.items():

@@ -10,11 +10,18 @@ from typing import Any
 
 import asyncssh
 import httpx
+import pytest
 
 from cli_run import cli
 from waiting import until
 
 BODY = {"min_vram": 24, "max_duration": "1h"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every test here holds on both stores the service runs on."""
+    return str(request.param)
 
 
 def token(capsys: Any, *argv: str) -> dict[str, str]:
