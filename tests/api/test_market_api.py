@@ -68,3 +68,15 @@ def test_the_same_offers_query_again_is_answered_from_the_services_cache(
     other = httpx.get(f"{url}/v1/offers", params={"min_vram": 80}, headers=me, timeout=60)
     assert other.status_code == 200  # another query: searched anew
     assert emulator.control.request_count("POST /api/v0/bundles/") > searches
+
+
+def test_templates_answer_what_the_cli_prints(
+    serve: Any, environment: dict[str, str], capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    me = token(capsys, "dan")
+    answer = httpx.get(f"{url}/v1/templates", params={"limit": 5}, headers=me, timeout=60)
+    assert answer.status_code == 200, answer.text
+    code, out, _ = cli(capsys, "templates", "--limit", "5", "--json")
+    assert code == 0 and answer.json()["templates"] == json.loads(out)
+    assert not {"env", "onstart"} & set(answer.json()["templates"][0])  # never shown

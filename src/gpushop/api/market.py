@@ -13,6 +13,8 @@ from gpushop.market.views import market_json, offer_json
 from gpushop.models import SortKey
 from gpushop.offer_flags import build_query
 from gpushop.service.market import MarketReads
+from gpushop.service.templates import ranked
+from gpushop.service.templates import search as search_templates
 
 router = APIRouter(prefix="/v1", tags=["market"])
 
@@ -71,3 +73,17 @@ async def market(
     reads: MarketReads = request.app.state.market
     summary = await reads.shop(provider).market.summary(parse_gpu_list(gpu), min_reliability)
     return {**market_json(summary), "warnings": list(summary.warnings)}
+
+
+@router.get("/templates")
+async def templates(
+    user: CurrentUser,
+    request: Request,
+    query: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> dict[str, Any]:
+    """Launch templates (most created first), as `gpushop templates --json` shows them; a
+    template's ``hash_id`` goes to a rental's ``template``."""
+    reads: MarketReads = request.app.state.market
+    found, warnings = await search_templates(reads.shop(None).providers(), query)
+    return {"templates": ranked(found, limit), "warnings": warnings}
