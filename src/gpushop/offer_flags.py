@@ -9,6 +9,11 @@ import re
 from gpushop.errors import UsageError
 from gpushop.models import OfferQuery
 
+MAX_VRAM_GB = 10_000.0
+MAX_DISK_GB = 1_000_000.0
+MAX_CUDA = 100.0
+MAX_PRICE = 100_000.0
+
 
 def _check(cond: bool, message: str) -> None:
     if not cond:
@@ -46,6 +51,11 @@ def build_query(
     _check(0 <= min_reliability <= 1, "--min-reliability must be between 0 and 1")
     _check(disk > 0, "--disk must be a positive number of GB")
     _check(min_cuda is None or min_cuda > 0, "--min-cuda must be positive, e.g. 12.4")
+    # past these no offer exists, and the API's units (GB -> MB) would overflow to inf
+    _check(min_vram is None or min_vram <= MAX_VRAM_GB, f"--min-vram: {MAX_VRAM_GB:g} GB at most")
+    _check(disk <= MAX_DISK_GB, f"--disk: {MAX_DISK_GB:g} GB at most")
+    _check(min_cuda is None or min_cuda <= MAX_CUDA, f"--min-cuda: {MAX_CUDA:g} at most")
+    _check(max_price is None or max_price <= MAX_PRICE, f"--max-price: ${MAX_PRICE:g}/h at most")
     countries = [c.strip().upper() for v in country or [] for c in v.split(",") if c.strip()]
     for code in countries:
         _check(bool(re.fullmatch(r"[A-Z]{2}", code)), f"--country {code!r}: use ISO codes like US")

@@ -188,6 +188,12 @@ def test_human_table(env: Any, capsys: Any) -> None:
         (["--country", "USA"], "--country"),
         (["--limit", "0"], "--limit"),
         (["--num-gpus", "two"], "--num-gpus"),
+        # finite, but past what the API's units hold (GB -> MB overflows to inf): found by
+        # schemathesis against gpushop serve
+        (["--min-vram", "1.7e308"], "--min-vram"),
+        (["--min-cuda", "1.7e308"], "--min-cuda"),
+        (["--disk", "1e307"], "--disk"),
+        (["--max-price", "1e300"], "--max-price"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

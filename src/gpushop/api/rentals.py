@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/rentals", tags=["rentals"])
 class RentalBody(BaseModel):
     """The options of `gpushop up`, as JSON."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     gpu: list[str] | None = Field(default=None, description="GPU models, e.g. ['4090', 'A100']")
     min_vram: float | None = Field(default=None, ge=0, description="GB of VRAM per GPU")

@@ -1,0 +1,105 @@
+"""schemathesis against `/openapi.json` of a real `gpushop serve`: generated requests for every
+operation (reads, and the validation of write bodies) never get a 500, and answers match their
+schemas and content types. The account's budget is zero, so a generated create rents nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode, checks
+
+from gpushop.service import users
+from gpushop.store import Store
+
+from .conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def service(
+    emulator_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(base URL, a user's token) of one serve for the whole module."""
+    home = tmp_path_factory.mktemp("serve")
+    db_url = f"sqlite:///{home / 'store.db'}"
+    with Store.open(db_url) as store:
+        _, token = users.add(store, "schemathesis", is_admin=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "VASTAI_URL": emulator_server.url,
+        "VASTAI_API_KEY": emulator_server.api_key,
+        "GPUSHOP_DB_URL": db_url,
+        "GPUSHOP_CACHE_DIR": str(home / "cache"),
+        "GPUSHOP_DATA_DIR": str(home / "data"),
+        "GPUSHOP_CONFIG_DIR": str(home / "config"),
+        "GPUSHOP_RATE_LIMIT": "false",
+        "GPUSHOP_BUDGET_USD": "0",  # whatever is generated, nothing is rented
+        "GPUSHOP_API_RATE_LIMIT": "100000/second",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpushop", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.05)
+    yield url, token
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err
+
+
+def test_no_500_and_answers_match_their_schemas(service: tuple[str, str]) -> None:
+    url, token = service
+    api = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert len(operations) >= 15
+    headers = {"Authorization": f"Bearer {token}"}
+    # every operation with valid data; write bodies also with invalid data (a 4xx, never 500)
+    runs = [(op, GenerationMode.POSITIVE) for op in operations] + [
+        (op, GenerationMode.NEGATIVE)
+        for op in operations
+        if op.method.upper() == "POST" and op.path in ("/v1/rentals", "/v1/me/ssh-keys")
+    ]
+    assert len(runs) == len(operations) + 2
+    for operation, mode in runs:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=12,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def conforms(case: Any) -> None:
+            case.call_and_validate(
+                base_url=url,
+                headers=headers,
+                checks=[
+                    checks.not_a_server_error,
+                    checks.response_schema_conformance,
+                    checks.content_type_conformance,
+                ],
+            )
+
+        conforms()
