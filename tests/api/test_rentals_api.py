@@ -181,3 +181,29 @@ def test_a_users_own_ssh_key_gets_into_their_rentals(
             return False  # not installed yet: it comes once the rental is ready
 
     until(gets_in, "the user's own key to get in")
+
+
+@pytest.mark.slow  # it waits out a 2 s ready timeout and a second host's loading
+def test_a_failed_host_names_the_rental_that_replaces_it(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    fay = token(capsys, "fay")
+    emulator.control.stuck_loading(count=1)  # the first host never finishes loading
+    body = {**BODY, "ready_timeout": "2s"}
+    created = httpx.post(f"{url}/v1/rentals", json=body, headers=fay, timeout=60)
+    first = url + created.headers["location"]
+
+    def replaced() -> str | None:
+        shown = httpx.get(first, headers=fay).json()
+        return shown["replaced_by"] if shown["state"] in ("failed", "released") else None
+
+    second = until(replaced, "the first host to fail and the next offer to be rented")
+    shown = until(
+        lambda: (
+            (r := httpx.get(f"{url}/v1/rentals/{second}", headers=fay).json())["state"] == "ready"
+            and r
+        ),
+        "the replacement to be ready",
+    )
+    assert shown["replaced_by"] is None and shown["ssh"]

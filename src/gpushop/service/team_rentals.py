@@ -146,14 +146,21 @@ class Provisioning:
     async def _start(self, req: RentalRequest, opts: UpOptions, user: User) -> Rental:
         loop = asyncio.get_running_loop()
         written: asyncio.Future[Rental] = loop.create_future()
-
-        def claimed(rental: Rental) -> None:
-            if not written.done():
-                written.set_result(rental)
+        latest: list[Rental] = []
 
         async def work() -> None:
             try:
                 async with Shop(self.cfg, provider=req.provider) as shop:
+
+                    def claimed(rental: Rental) -> None:
+                        # the answer names the first rental; one that replaces it (its host
+                        # failed, the next offer is tried) is named on it, for the client
+                        if latest:
+                            shop.store.update(latest[-1].id, details={"replaced_by": rental.id})
+                        latest.append(rental)
+                        if not written.done():
+                            written.set_result(rental)
+
                     rental = await shop.provisioner().up(opts, lambda line: None, claimed)
                     lines = [line for _, line, _ in shop.store.users.identities(user.id)]
                 if lines and rental.ssh_host:
@@ -225,6 +232,8 @@ def view(rental: Rental, now: datetime | None = None) -> dict[str, Any]:
         "created_at": rental.created_at.isoformat(),
         "deadline": rental.deadline.isoformat(),
         "error": rental.error,
+        # the host failed and the next offer is being rented as this other rental
+        "replaced_by": rental.details.get("replaced_by"),
     }
 
 
