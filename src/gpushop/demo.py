@@ -2,8 +2,8 @@
 
 The market, the seeds' shopping case, then a FLUX LoRA trained with the emulator's simulated
 ai-toolkit: rent the best reliable offer, upload a tiny dataset, train, download the LoRA,
-release; then the job and its cost, and a check that no instance is left (`gpushop timings`
-has the per-phase timings by GPU; the job's summary line has this run's).
+release; then the rental and its cost, and a check that no instance is left (`gpushop jobs`,
+`gpushop timings` have the job and the per-phase timings; the job's summary line has this run's).
 """
 
 from __future__ import annotations
@@ -75,10 +75,6 @@ def main() -> int:
                 "The seeds' case: >= 24 GB VRAM, reliability >= 0.98, best value at market price",
                 ["offers", "--min-vram", "24", "--min-reliability", "0.98", "--limit", "8"],
             ),
-            run(
-                "One RTX 4090, cheapest first (--json for a script; --offer takes the short id)",
-                ["offers", "--gpu", "4090", "--num-gpus", "1", "--sort", "price", "--limit", "3"],
-            ),
         ]
         codes.append(
             run(
@@ -102,8 +98,7 @@ def main() -> int:
                 ],
             )
         )
-        codes.append(run("The job, its rental and what it cost", ["jobs", "--all"]))
-        codes.append(run("Rentals: released, none left", ["ps", "--all"]))
+        codes.append(run("Rentals: released, what it cost, none left", ["ps", "--all"]))
         left = [
             i for i in emu.control.state()["instances"] if i.get("actual_status") != "destroyed"
         ] + [v for v in emu.control.tensordock_state()["vms"] if v.get("status") != "deleted"]
