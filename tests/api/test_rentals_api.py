@@ -207,3 +207,30 @@ def test_a_failed_host_names_the_rental_that_replaces_it(
         "the replacement to be ready",
     )
     assert shown["replaced_by"] is None and shown["ssh"]
+
+
+def test_events_tell_each_user_of_their_own_rentals_from_a_cursor(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    gus, hal = token(capsys, "gus"), token(capsys, "hal")
+    admin = token(capsys, "ops", "--admin")
+    created = httpx.post(f"{url}/v1/rentals", json=BODY, headers=gus, timeout=60)
+    where = url + created.headers["location"]
+    until(lambda: httpx.get(where, headers=gus).json()["state"] == "ready", "ready")
+    httpx.post(f"{where}/release", headers=gus, timeout=60)
+    page = httpx.get(f"{url}/v1/events", headers=gus).json()
+    subject = f"rental:{created.json()['rental_id']}"
+    assert [(e["type"], e["subject"]) for e in page["events"]] == [
+        ("rental.ready", subject),
+        ("rental.released", subject),
+    ]
+    assert httpx.get(f"{url}/v1/events", headers=hal).json()["events"] == []
+    assert len(httpx.get(f"{url}/v1/events", headers=admin).json()["events"]) == 2
+    after = httpx.get(f"{url}/v1/events", params={"after": page["next"]}, headers=gus).json()
+    assert after == {"events": [], "next": page["next"]}
+    first = httpx.get(f"{url}/v1/events", params={"limit": 1}, headers=gus).json()
+    rest = httpx.get(f"{url}/v1/events", params={"after": first["next"]}, headers=gus).json()
+    assert first["events"] + rest["events"] == page["events"]
+    typed = httpx.get(f"{url}/v1/events", params={"type": "rental.released"}, headers=gus)
+    assert [e["type"] for e in typed.json()["events"]] == ["rental.released"]

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpushop import __version__
-from gpushop.api import errors, market, rentals, reports
+from gpushop.api import errors, events, market, rentals, reports
 from gpushop.api.auth import CurrentUser, Stores
 from gpushop.api.limits import RequestLimits
 from gpushop.config import Settings
@@ -53,6 +53,7 @@ def create_app(cfg: Settings) -> FastAPI:
     app.include_router(rentals.router)
     app.include_router(market.router)
     app.include_router(reports.router)
+    app.include_router(events.router)
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])

@@ -42,7 +42,17 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from gpushop.cli import jobs, misc, rentals, serve, shopping, templates, training, users
+    from gpushop.cli import (
+        events,
+        jobs,
+        misc,
+        rentals,
+        serve,
+        shopping,
+        templates,
+        training,
+        users,
+    )
 
     shopping.register(app)
     templates.register(app)
@@ -51,6 +61,7 @@ def _register() -> None:
     training.register(app)
     serve.register(app)
     users.register(app)
+    events.register(app)
     misc.register(app)
 
 

@@ -222,3 +222,19 @@ class SshIdentityRow(Base):
     public_line: Mapped[str] = mapped_column(Text)  # "ssh-ed25519 AAAA... comment"
     fingerprint: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
+
+
+class EventRow(Base):
+    """One state change the team hears of (a rental ready, a job failed...), written in the
+    transaction of the change; ``id`` orders them and is the listing's cursor."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    type: Mapped[str] = mapped_column(String(64), index=True)  # noun.verb, past tense
+    subject: Mapped[str] = mapped_column(String(80), index=True)  # "rental:r123", "job:j45"
+    user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    actor: Mapped[str] = mapped_column(String(128))  # who made the change (host:pid, a user)
+    reason: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

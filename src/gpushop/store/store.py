@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from gpushop.errors import ConfigError, StoreUnavailable
 from gpushop.models import TERMINAL, JobState, RentalState, can_transition
-from gpushop.store import costs, spending
+from gpushop.store import costs, events, spending
 from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normalise_url, sqlite_path
+from gpushop.store.events import Events
 from gpushop.store.idempotency import IdempotencyKeys
 from gpushop.store.locks import LockBusy, advisory_key, file_lock, pg_advisory_lock, thread_lock
 from gpushop.store.migrate import upgrade
@@ -231,6 +232,11 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    @property
+    def feed(self) -> Events:
+        """Events the team hears of: rental and job state changes (store/events.py)."""
+        return Events(self)
 
     @property
     def idempotency(self) -> IdempotencyKeys:
@@ -458,6 +464,18 @@ class Store:
                     continue  # re-read and re-check against the new state
                 data = {k: v for k, v in fields.items() if k in ("error", "instance_id")}
                 session.add(_event_row(rental_id, now, "transition", reason, old, new, data))
+                told = events.rental_event_type(new, reason)
+                if told is not None:  # what the team hears of, in the same transaction
+                    events.add(
+                        session,
+                        now,
+                        told,
+                        f"rental:{rental_id}",
+                        user_id=current.user_id,
+                        reason=reason,
+                        data={"rental_id": rental_id, "instance_id": current.instance_id}
+                        | ({"error": fields["error"]} if fields.get("error") else {}),
+                    )
                 session.flush()
                 session.refresh(row)  # the UPDATE went around the ORM: reload the row
                 return _to_rental(row)
@@ -717,6 +735,7 @@ class Store:
                 raise KeyError(f"no job {job_id!r}")
             if expect is not None and JobState(row.state) not in set(expect):
                 raise StaleState(f"job {job_id} is {row.state}")
+            before = row.state
             for key, value in fields.items():
                 if key == "details":
                     value = {**(row.details or {}), **value}
@@ -724,6 +743,17 @@ class Store:
                     value = JobState(value).value
                 setattr(row, key, value)
             row.updated_at = self.clock()
+            told = events.JOB_EVENTS.get(JobState(row.state)) if row.state != before else None
+            if told is not None:  # what the team hears of, in the same transaction
+                events.add(
+                    session,
+                    row.updated_at,
+                    told,
+                    f"job:{job_id}",
+                    user_id=None,
+                    reason=row.error or row.state,
+                    data={"job_id": job_id, "rental_id": row.rental_id, "exit_code": row.exit_code},
+                )
             session.flush()
             return _to_job(row)
 
