@@ -177,6 +177,12 @@ def test_reconcile_destroys_orphans_and_never_touches_foreign_instances(
         foreign["new_contract"],
         other_install["new_contract"],
     }
+    _, out, _ = cli(capsys, "events", "--json", "--type", "orphan.destroyed")
+    [told] = [json.loads(line) for line in out.splitlines()]
+    assert told["data"]["instance_id"] == str(ours_orphan["new_contract"])
+    _, out, _ = cli(capsys, "events", "--json", "--type", "reconcile.completed")
+    [done] = [json.loads(line) for line in out.splitlines()]
+    assert [a["kind"] for a in done["data"]["actions"]] == ["destroy_orphan"]
     _, out, _ = cli(capsys, "reconcile", "--json")  # idempotent
     assert json.loads(out)["actions"] == []
 

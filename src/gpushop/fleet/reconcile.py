@@ -60,6 +60,14 @@ async def reconcile(
                 await _one(store, name, provider, report, now or datetime.now(UTC), owner)
                 if record and not dry_run:
                     store.record_reconcile(name, now or datetime.now(UTC))
+            if record and not dry_run:
+                actions = report.as_json()["actions"]
+                store.tell(
+                    "reconcile.completed",
+                    "reconcile",
+                    f"{len(actions)} action(s), {len(report.errors)} error(s)",
+                    {"actions": actions, "errors": len(report.errors)},
+                )
     except LockBusy:
         report.skipped = "another reconcile is running"
     return report
@@ -128,6 +136,12 @@ async def _apply(store: Store, provider: Provider, action: Action) -> str | None
     if action.kind is Kind.DESTROY_ORPHAN or rental is None:
         if action.instance_id:
             await destroy_verified(provider, action.instance_id)
+            store.tell(
+                "orphan.destroyed",
+                f"instance:{provider.name}:{action.instance_id}",
+                action.reason,
+                {"provider": provider.name, "instance_id": action.instance_id},
+            )
         if rental is not None:
             store.note(rental.id, f"orphan instance {action.instance_id} destroyed by reconcile")
         return None

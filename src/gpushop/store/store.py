@@ -233,6 +233,23 @@ class Store:
     def close(self) -> None:
         self._engine.dispose()
 
+    def tell(
+        self,
+        type_: str,
+        subject: str,
+        reason: str,
+        data: dict[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> None:
+        """An event that is not a rental's or a job's state change (orphan.destroyed,
+        reconcile.completed)."""
+        check_no_secrets(data or {}, "event data")
+        with self._write() as session:
+            events.add(
+                session, self.clock(), type_, subject, user_id=user_id, reason=reason, data=data
+            )
+
     @property
     def feed(self) -> Events:
         """Events the team hears of: rental and job state changes (store/events.py)."""
