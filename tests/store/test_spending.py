@@ -78,3 +78,28 @@ def test_a_users_rate_and_monthly_budget_and_ended_rentals_free_the_quota(
     monthly = SpendingLimits(hours=10.0, user_id="u4", user_name="zoe", monthly_budget_usd=4.0)
     with pytest.raises(UserQuotaExceeded, match=r"\$4 a month at most"):
         rent(store, monthly, 5, price=0.5)  # 10 h x $0.50 = $5 > $4
+
+
+def test_a_budget_warns_once_at_80_percent_and_tells_when_it_refuses(store: Store) -> None:
+    account = SpendingLimits(hours=1.0, account_budget_usd=2.0)  # $0.50 each: four fit
+    for offer in range(3):
+        rent(store, account, 100 + offer)  # 25, 50, 75 %
+    assert store.feed.after(types=["budget.warning"]) == []
+    rent(store, account, 103)  # 100 %: warned
+    with pytest.raises(MoneyLimitError):
+        rent(store, account, 104)
+    warned = store.feed.after(types=["budget.warning"])
+    exceeded = store.feed.after(types=["budget.exceeded"])
+    assert [(e.subject, e.data["share"]) for e in warned] == [("budget:account", 1.0)]
+    assert [e.subject for e in exceeded] == ["budget:account"]
+    assert "GPUSHOP_BUDGET_USD=2" in exceeded[0].reason
+    mine = SpendingLimits(hours=1.0, user_id="u9", user_name="ivy", monthly_budget_usd=1.0)
+    rent(store, mine, 200)  # 50 %
+    rent(store, mine, 201)  # 100 %
+    with pytest.raises(UserQuotaExceeded):
+        rent(store, mine, 202)
+    theirs = store.feed.after(types=["budget.warning", "budget.exceeded"], user_id="u9")
+    assert [(e.type, e.subject) for e in theirs] == [
+        ("budget.warning", "budget:user:u9"),
+        ("budget.exceeded", "budget:user:u9"),
+    ]

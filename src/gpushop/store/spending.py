@@ -15,13 +15,50 @@ from sqlalchemy.orm import Session
 
 from gpushop.errors import MoneyLimitError
 from gpushop.models import TERMINAL
-from gpushop.store import costs
+from gpushop.store import costs, events
 from gpushop.store.records import Rental
-from gpushop.store.schema import RentalRow
+from gpushop.store.schema import EventRow, RentalRow
+
+WARN_SHARE = 0.8  # budget.warning once a month's spending (with what is committed) reaches this
 
 
 class UserQuotaExceeded(MoneyLimitError):
     """Refused by a user's own quota (the team service's)."""
+
+
+def _refused(exc: MoneyLimitError, budget_subject: str | None, user_id: str | None) -> Exception:
+    """Mark a refusal by a monthly budget, so that the store tells of it (budget.exceeded)."""
+    exc.budget_subject = budget_subject  # type: ignore[attr-defined]
+    exc.budget_user_id = user_id  # type: ignore[attr-defined]
+    return exc
+
+
+def _warn_once(
+    session: Session,
+    subject: str,
+    user_id: str | None,
+    share: float,
+    start: datetime,
+    now: datetime,
+) -> None:
+    """budget.warning, once per budget and month, when the month's share reaches WARN_SHARE."""
+    if share < WARN_SHARE:
+        return
+    seen = session.scalars(
+        select(EventRow.id).where(
+            EventRow.type == "budget.warning", EventRow.subject == subject, EventRow.at >= start
+        )
+    ).first()
+    if seen is None:
+        events.add(
+            session,
+            now,
+            "budget.warning",
+            subject,
+            user_id=user_id,
+            reason=f"{share:.0%} of the month's budget spent or committed",
+            data={"share": round(share, 4)},
+        )
 
 
 @dataclass(frozen=True)
@@ -72,13 +109,21 @@ def check(
     if limits.account_budget_usd is not None:
         spent = sum(costs.accrued_cost(r, start, end, now) for r in month)
         committed = sum(costs.committed_cost(r, now) for r in live)
-        if spent + committed + new_cost > limits.account_budget_usd + 1e-9:
-            raise MoneyLimitError(
-                f"refused by GPUSHOP_BUDGET_USD={limits.account_budget_usd:g}: spent "
-                f"${spent:.2f} this month, ${committed:.2f} committed by active rentals, and "
-                f"this rental may cost up to ${new_cost:.2f} "
-                f"(${price_per_hour:.3f}/h x {limits.hours:g} h)"
+        total = spent + committed + new_cost
+        if total > limits.account_budget_usd + 1e-9:
+            raise _refused(
+                MoneyLimitError(
+                    f"refused by GPUSHOP_BUDGET_USD={limits.account_budget_usd:g}: spent "
+                    f"${spent:.2f} this month, ${committed:.2f} committed by active rentals, "
+                    f"and this rental may cost up to ${new_cost:.2f} "
+                    f"(${price_per_hour:.3f}/h x {limits.hours:g} h)"
+                ),
+                "budget:account",
+                None,
             )
+        if limits.account_budget_usd > 0:
+            share = total / limits.account_budget_usd
+            _warn_once(session, "budget:account", None, share, start, now)
     if limits.user_id is None:
         return
     mine = [r for r in month if r.user_id == limits.user_id]
@@ -99,8 +144,18 @@ def check(
     if limits.monthly_budget_usd is not None:
         spent = sum(costs.accrued_cost(r, start, end, now) for r in mine)
         committed = sum(costs.committed_cost(r, now) for r in mine_live)
-        if spent + committed + new_cost > limits.monthly_budget_usd + 1e-9:
-            raise UserQuotaExceeded(
-                f"refused by {who}: ${limits.monthly_budget_usd:g} a month at most (spent "
-                f"${spent:.2f}, ${committed:.2f} committed, this rental up to ${new_cost:.2f})"
+        total = spent + committed + new_cost
+        subject = f"budget:user:{limits.user_id}"
+        if total > limits.monthly_budget_usd + 1e-9:
+            raise _refused(
+                UserQuotaExceeded(
+                    f"refused by {who}: ${limits.monthly_budget_usd:g} a month at most (spent "
+                    f"${spent:.2f}, ${committed:.2f} committed, this rental up to "
+                    f"${new_cost:.2f})"
+                ),
+                subject,
+                limits.user_id,
             )
+        if limits.monthly_budget_usd > 0:
+            share = total / limits.monthly_budget_usd
+            _warn_once(session, subject, limits.user_id, share, start, now)

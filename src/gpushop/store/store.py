@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from gpushop.errors import ConfigError, StoreUnavailable
+from gpushop.errors import ConfigError, MoneyLimitError, StoreUnavailable
 from gpushop.models import TERMINAL, JobState, RentalState, can_transition
 from gpushop.store import costs, events, spending
 from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normalise_url, sqlite_path
@@ -349,7 +349,7 @@ class Store:
             row_values["state"] = rental.state.value
             row_values["segments"] = []
             try:
-                with self._write() as session:
+                with self._refusals_told(), self._write() as session:
                     if limits is not None:
                         self._serialise(session, "spend")
                         spending.check(
@@ -368,6 +368,23 @@ class Store:
                 continue
             return rental
         raise RuntimeError("could not allocate a unique rental id")
+
+    @contextmanager
+    def _refusals_told(self) -> Iterator[None]:
+        """A rental a monthly budget refused is told of (budget.exceeded), in a transaction of
+        its own: the refused one is rolled back."""
+        try:
+            yield
+        except MoneyLimitError as exc:
+            subject = getattr(exc, "budget_subject", None)
+            if subject is not None:
+                self.tell(
+                    "budget.exceeded",
+                    subject,
+                    str(exc),
+                    user_id=getattr(exc, "budget_user_id", None),
+                )
+            raise
 
     def _serialise(self, session: Session, what: str) -> None:
         """Until this transaction ends, no other of this deployment serialised on ``what`` runs.
