@@ -225,6 +225,8 @@ def test_events_tell_each_user_of_their_own_rentals_from_a_cursor(
         ("rental.ready", subject),
         ("rental.released", subject),
     ]
+    # the user acted (their request, and the provisioning it started): not the replica
+    assert {e["actor"] for e in page["events"]} == {"user:gus"}
     assert httpx.get(f"{url}/v1/events", headers=hal).json()["events"] == []
     assert len(httpx.get(f"{url}/v1/events", headers=admin).json()["events"]) == 2
     after = httpx.get(f"{url}/v1/events", params={"after": page["next"]}, headers=gus).json()

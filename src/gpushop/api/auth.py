@@ -43,4 +43,11 @@ def current_user(request: Request) -> User:
     return user
 
 
-CurrentUser = Annotated[User, Depends(current_user)]
+async def acting_user(user: Annotated[User, Depends(current_user)]) -> User:
+    """The request's user, also as the actor of every event it causes (an async dependency:
+    it sets the context the endpoint, and the tasks it starts, run in)."""
+    users.act_as(user)
+    return user
+
+
+CurrentUser = Annotated[User, Depends(acting_user)]

@@ -130,3 +130,10 @@ def ssh_keys(store: Store, user: User) -> list[dict[str, str]]:
         {"id": key_id, "public_key": line, "fingerprint": fingerprint}
         for key_id, line, fingerprint in store.users.identities(user.id)
     ]
+
+
+def act_as(user: User) -> None:
+    """Events caused from here on, in this context, name the user as their actor."""
+    from gpushop.store.events import ACTING
+
+    ACTING.set(f"user:{user.name}")

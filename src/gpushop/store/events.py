@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -36,9 +37,14 @@ JOB_EVENTS = {
 EXPIRY = "max duration reached"  # reconcile's reason for releasing an overdue rental
 
 
+# Who acts in this context: set by the service for a request (and the work it starts), e.g.
+# "user:alice"; unset, the change is this process's own (a CLI, a replica's background work).
+ACTING: ContextVar[str | None] = ContextVar("gpushop_acting", default=None)
+
+
 def actor() -> str:
-    """Who makes a change: this process (a CLI, a replica of the service)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who makes a change: the user a request acts for, else this process (host:pid)."""
+    return ACTING.get() or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def rental_event_type(new: RentalState, reason: str) -> str | None:
