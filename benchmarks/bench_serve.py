@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,12 +28,9 @@ from gpushop.store import Store
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+import serve_process  # noqa: E402
 
 
 def _load(url: str, token: str, rate: float, seconds: float, paths: list[str]) -> dict[str, Any]:
@@ -71,7 +66,6 @@ def run(rate: float, seconds: float) -> dict[str, Any]:
                 ).id
                 for _ in range(20)
             ]
-        port = _free_port()
         env = {
             **os.environ,
             "VASTAI_URL": emulator.url,
@@ -83,24 +77,7 @@ def run(rate: float, seconds: float) -> dict[str, Any]:
             "GPUSHOP_API_RATE_LIMIT": "100000/second",
             "GPUSHOP_MARKET_TTL": "3600",
         }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gpushop", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("gpushop serve did not start")
-            time.sleep(0.1)
+        url, server = serve_process.start(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         headers = {"Authorization": f"Bearer {token}"}
         httpx.get(f"{url}/v1/offers?min_vram=24", headers=headers, timeout=60)  # fill the cache
         reads = ["/v1/rentals", f"/v1/rentals/{ids[0]}", "/v1/offers?min_vram=24"]

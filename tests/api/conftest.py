@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from waiting import until
+import serve_process
+from cli_run import cli
+from serve_process import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "token"]
 
 
 @pytest.fixture(params=["sqlite"])
@@ -64,28 +59,18 @@ def serve() -> Iterator[Callable[..., tuple[str, subprocess.Popen[str]]]]:
     started: list[subprocess.Popen[str]] = []
 
     def start(env: dict[str, str]) -> tuple[str, subprocess.Popen[str]]:
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gpushop", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        url, proc = serve_process.start(env)
         started.append(proc)
-        url = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        until(answers, "gpushop serve to answer")
         return url, proc
 
     yield start
     for proc in started:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def token(capsys: Any, *argv: str) -> dict[str, str]:
+    """The Authorization header of a user `gpushop users add ARGV...` makes."""
+    code, out, err = cli(capsys, "users", "add", *argv)
+    assert code == 0, err
+    return {"Authorization": f"Bearer {out.strip()}"}

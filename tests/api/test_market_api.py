@@ -10,11 +10,7 @@ import httpx
 
 from cli_run import cli
 
-
-def token(capsys: Any, *argv: str) -> dict[str, str]:
-    code, out, err = cli(capsys, "users", "add", *argv)
-    assert code == 0, err
-    return {"Authorization": f"Bearer {out.strip()}"}
+from .conftest import token
 
 
 def test_offers_and_market_answer_what_the_cli_prints(

@@ -12,8 +12,9 @@ import asyncssh
 import httpx
 import pytest
 
-from cli_run import cli
 from waiting import until
+
+from .conftest import token
 
 BODY = {"min_vram": 24, "max_duration": "1h"}
 
@@ -22,12 +23,6 @@ BODY = {"min_vram": 24, "max_duration": "1h"}
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Every test here holds on both stores the service runs on."""
     return str(request.param)
-
-
-def token(capsys: Any, *argv: str) -> dict[str, str]:
-    code, out, err = cli(capsys, "users", "add", *argv)
-    assert code == 0, err
-    return {"Authorization": f"Bearer {out.strip()}"}
 
 
 def live_instances(emulator: Any) -> list[dict[str, Any]]:

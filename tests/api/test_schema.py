@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
+import serve_process
 from gpushop.service import users
 from gpushop.store import Store
-
-from .conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +28,6 @@ def service(
     db_url = f"sqlite:///{home / 'store.db'}"
     with Store.open(db_url) as store:
         _, token = users.add(store, "schemathesis", is_admin=True)
-    port = free_port()
     env = {
         **os.environ,
         "VASTAI_URL": emulator_server.url,
@@ -45,23 +40,7 @@ def service(
         "GPUSHOP_BUDGET_USD": "0",  # whatever is generated, nothing is rented
         "GPUSHOP_API_RATE_LIMIT": "100000/second",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpushop", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-        time.sleep(0.05)
+    url, proc = serve_process.start(env, stdout=subprocess.DEVNULL)
     yield url, token
     proc.terminate()
     _, err = proc.communicate(timeout=30)

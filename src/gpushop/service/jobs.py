@@ -94,23 +94,8 @@ def offer_options(cfg: Settings, *, rebid: bool, **flags: Any) -> dict[str, Any]
     if rebid and not flags["interruptible"]:
         raise UsageError("--rebid needs --interruptible")
     max_price = flags["max_price"]
-    return offer_flags(
-        {
-            key: flags[key]
-            for key in (
-                "gpu",
-                "min_vram",
-                "num_gpus",
-                "max_price",
-                "min_reliability",
-                "disk",
-                "min_cuda",
-                "country",
-                "interruptible",
-                "unverified",
-            )
-        }
-        | {"settings_max_price": cfg.vastai_max_bid_per_hour},
+    return offer_flags(  # it keeps the query's flags (QUERY_KEYS) of what it is given
+        {**flags, "settings_max_price": cfg.vastai_max_bid_per_hour},
         sort=flags["sort"].value,
         offer=flags["offer"],
         attempts=flags["attempts"],
