@@ -28,7 +28,9 @@ DEFAULT_TENSORDOCK_VCPU_PER_GPU = 8
 DEFAULT_TENSORDOCK_RAM_GB_PER_GPU = 32
 
 # Fields whose values are never shown, logged or stored.
-SECRET_FIELDS = frozenset({"vastai_api_key", "tensordock_api_token", "gpushop_redis_url"})
+SECRET_FIELDS = frozenset(
+    {"vastai_api_key", "tensordock_api_token", "gpushop_redis_url", "gpushop_secret_key"}
+)
 
 
 def config_dir() -> Path:
@@ -105,6 +107,23 @@ class Settings(BaseSettings):
     # `gpushop serve`: requests a user's token may make, as `limits` writes rates
     # ("20/second;600/minute"); shared by replicas through GPUSHOP_REDIS_URL when set
     gpushop_api_rate_limit: str = "20/second;600/minute"
+    # Encrypts the secrets the service keeps (webhook signing secrets): one Fernet key or a long
+    # passphrase, or several comma-separated while rotating (store/secret_box.py)
+    gpushop_secret_key: SecretStr | None = None
+    # Webhook URLs may resolve to loopback/private/link-local addresses (tests, a lab); the
+    # production profile refuses it
+    gpushop_webhook_allow_private: bool = False
+    gpushop_webhook_timeout: float = Field(default=15.0, gt=0, le=60)
+    # Multiplies the retry schedule's delays (Standard Webhooks: 5 s ... 24 h); tests compress it
+    gpushop_webhook_retry_scale: float = Field(default=1.0, gt=0, le=1)
+    # How often a replica looks for due deliveries when nothing woke it (a change this replica
+    # made wakes it at once)
+    gpushop_webhook_poll: float = Field(default=1.0, gt=0, le=60)
+    # The sync job (reconcile + charges) runs once per tick of this many seconds, across replicas
+    gpushop_sync_interval: float = Field(default=60.0, gt=0)
+    # Work a replica owns (provisioning, supervising) is held under a lease this long, renewed
+    # every third of it; a replica that dies is taken over within two lease periods
+    gpushop_lease_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("vastai_preferred_gpus", mode="before")
     @classmethod

@@ -52,7 +52,6 @@ from gpushop.store import CLAIMING_STATES, OfferClaimed, Rental, SpendingLimits,
 
 log = logging.getLogger("gpushop.fleet")
 HOST_BLOCK_SECONDS = 7 * 24 * 3600
-HEARTBEAT_S = 5.0
 MAX_RACES = 10  # offers taken by someone else between our search and our create
 
 
@@ -256,6 +255,7 @@ class Provisioner:
             max_duration_s=opts.max_duration_s,
             owner_host=self.owner.host,
             owner_pid=self.owner.pid,
+            lease_until=self.owner.lease_from(self.store.clock()),
             offer_id=offer.offer_id,
             gpu_name=offer.gpu_name,
             num_gpus=offer.num_gpus,
@@ -448,8 +448,14 @@ class Provisioner:
 
     async def _heartbeat(self, rental_id: str) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            self.store.heartbeat([rental_id], self.owner.host, self.owner.pid)
+            await asyncio.sleep(self.owner.beat_s)
+            await asyncio.to_thread(
+                self.store.heartbeat,
+                [rental_id],
+                self.owner.host,
+                self.owner.pid,
+                lease_s=self.owner.lease_s,
+            )
 
 
 class HostLied(GpushopError):

@@ -102,7 +102,9 @@ async def _one(
     def alive(r: RentalView) -> bool:
         if r.owner_host == me.host and r.owner_pid == me.pid:
             return True  # our own process (e.g. `up` reconciling first) is alive by definition
-        return owner_alive(r.owner_host, r.owner_pid, r.heartbeat_at, now)
+        return owner_alive(
+            r.owner_host, r.owner_pid, r.heartbeat_at, now, lease_until=r.lease_until
+        )
 
     for action in plan(
         deployment_id=store.deployment_id,

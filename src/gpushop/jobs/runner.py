@@ -43,7 +43,6 @@ from gpushop.ssh.keys import KeyPair
 from gpushop.store import Job, Rental, Store, accrued_cost
 
 log = logging.getLogger("gpushop.jobs")
-HEARTBEAT_S = 5.0
 RESUME_WATCH_BYTES = 16_000_000  # a resumed run that has not said where it started by then
 STATUS_POLL_S = 1.0
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # ~1 minute of SSH trouble on a live host
@@ -145,7 +144,9 @@ class JobRunner:
     # -- the loop ------------------------------------------------------------------------------
 
     async def drive(self, job_id: str) -> Job:
-        job = self.store.claim_job(job_id, self.owner.host, self.owner.pid)
+        job = self.store.claim_job(
+            job_id, self.owner.host, self.owner.pid, lease_s=self.owner.lease_s
+        )
         beat = asyncio.create_task(self._heartbeat(job_id))
         try:
             while not job.state.terminal:
@@ -670,9 +671,13 @@ class JobRunner:
 
     async def _heartbeat(self, job_id: str) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(self.owner.beat_s)
             await asyncio.to_thread(
-                self.store.heartbeat_job, job_id, self.owner.host, self.owner.pid
+                self.store.heartbeat_job,
+                job_id,
+                self.owner.host,
+                self.owner.pid,
+                lease_s=self.owner.lease_s,
             )
 
 

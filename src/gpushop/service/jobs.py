@@ -221,7 +221,13 @@ def load_job(cfg: Settings, job_id: str) -> Job:
 
 def watched(job: Job) -> bool:
     """Whether a live gpushop process drives the job."""
-    return owner_alive(job.owner_host, job.owner_pid, job.heartbeat_at, datetime.now(UTC))
+    return owner_alive(
+        job.owner_host,
+        job.owner_pid,
+        job.heartbeat_at,
+        datetime.now(UTC),
+        lease_until=job.lease_until,
+    )
 
 
 def list_jobs(cfg: Settings, *, active_only: bool) -> list[tuple[Job, dict[str, Any]]]:
@@ -238,7 +244,9 @@ def list_jobs(cfg: Settings, *, active_only: bool) -> list[tuple[Job, dict[str, 
             "kind": j.kind,
             "name": j.name,
             "state": j.state.value,
-            "watched": owner_alive(j.owner_host, j.owner_pid, j.heartbeat_at, now),
+            "watched": owner_alive(
+                j.owner_host, j.owner_pid, j.heartbeat_at, now, lease_until=j.lease_until
+            ),
             "rental_id": j.rental_id,
             "gpu_name": rental.gpu_name if rental else None,
             "provider": rental.provider if rental else None,

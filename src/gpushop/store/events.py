@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpushop.models import JobState, RentalState
+from gpushop.store import webhooks
 from gpushop.store.schema import EventRow
 
 if TYPE_CHECKING:
@@ -63,17 +64,18 @@ def add(
     reason: str,
     data: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        EventRow(
-            at=at,
-            type=type_,
-            subject=subject,
-            user_id=user_id,
-            actor=actor(),
-            reason=reason[:2000],
-            data=dict(data or {}),
-        )
+    row = EventRow(
+        at=at,
+        type=type_,
+        subject=subject,
+        user_id=user_id,
+        actor=actor(),
+        reason=reason[:2000],
+        data=dict(data or {}),
     )
+    session.add(row)
+    session.flush()  # its id, for the outbox rows written beside it
+    webhooks.enqueue(session, row)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class Rental:
     owner_host: str | None = None
     owner_pid: int | None = None
     heartbeat_at: datetime | None = None
+    lease_until: datetime | None = None  # past it, the owner counts as dead (fleet/owners.py)
     ssh_host: str | None = None
     ssh_port: int | None = None
     ssh_user: str | None = None
@@ -104,4 +105,5 @@ class Job:
     owner_host: str | None = None
     owner_pid: int | None = None
     heartbeat_at: datetime | None = None
+    lease_until: datetime | None = None  # past it, the owner counts as dead (fleet/owners.py)
     details: dict[str, Any] = field(default_factory=dict)

@@ -9,7 +9,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, or_, select, update
@@ -36,6 +36,7 @@ from gpushop.store.schema import (
 )
 from gpushop.store.spending import SpendingLimits
 from gpushop.store.users import Users
+from gpushop.store.webhooks import Webhooks
 
 __all__ = ["LockBusy", "StaleState", "Store"]
 
@@ -254,6 +255,11 @@ class Store:
     def feed(self) -> Events:
         """Events the team hears of: rental and job state changes (store/events.py)."""
         return Events(self)
+
+    @property
+    def webhooks(self) -> Webhooks:
+        """Webhook endpoints and the outbox of their deliveries (store/webhooks.py)."""
+        return Webhooks(self)
 
     @property
     def idempotency(self) -> IdempotencyKeys:
@@ -545,14 +551,26 @@ class Store:
         with self._read() as session:
             return [_to_event(row) for row in session.scalars(query)]
 
-    def heartbeat(self, rental_ids: Iterable[str], owner_host: str, owner_pid: int) -> set[str]:
-        """Refresh the heartbeat of the given rentals that this owner still owns; returns those.
+    def heartbeat(
+        self,
+        rental_ids: Iterable[str],
+        owner_host: str,
+        owner_pid: int,
+        *,
+        lease_s: float | None = None,
+    ) -> set[str]:
+        """Refresh the heartbeat (and renew the lease for ``lease_s``) of the given rentals that
+        this owner still owns; returns those.
 
         A rental claimed by someone else meanwhile is left alone (and absent from the result).
         """
         ids = list(rental_ids)
         if not ids:
             return set()
+        now = self.clock()
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if lease_s is not None:
+            values["lease_until"] = now + timedelta(seconds=lease_s)
         with self._write() as session:
             done = session.scalars(
                 update(RentalRow)
@@ -561,19 +579,66 @@ class Store:
                     RentalRow.owner_host == owner_host,
                     RentalRow.owner_pid == owner_pid,
                 )
-                .values(heartbeat_at=self.clock())
+                .values(**values)
                 .returning(RentalRow.id)
                 .execution_options(synchronize_session=False)
             )
             return set(done)
 
-    def claim(self, rental_id: str, owner_host: str, owner_pid: int) -> Rental:
+    def take_over(
+        self, rental: Rental, owner_host: str, owner_pid: int, *, lease_s: float
+    ) -> Rental | None:
+        """Claim a rental whose owner is dead, if it is still as ``rental`` shows it (the same
+        owner, heartbeat and state): of replicas racing to take it over, exactly one wins; the
+        others get None."""
+        now = self.clock()
+        with self._write() as session:
+            won = session.execute(
+                update(RentalRow)
+                .where(
+                    RentalRow.id == rental.id,
+                    RentalRow.state == rental.state.value,
+                    _same(RentalRow.owner_host, rental.owner_host),
+                    _same(RentalRow.owner_pid, rental.owner_pid),
+                    _same(RentalRow.heartbeat_at, rental.heartbeat_at),
+                )
+                .values(
+                    owner_host=owner_host,
+                    owner_pid=owner_pid,
+                    heartbeat_at=now,
+                    lease_until=now + timedelta(seconds=lease_s),
+                    updated_at=now,
+                )
+                .returning(RentalRow.id)
+                .execution_options(synchronize_session=False)
+            ).scalar_one_or_none()
+            if won is None:
+                return None
+            previous = f"{rental.owner_host}:{rental.owner_pid}"
+            session.add(
+                _event_row(
+                    rental.id,
+                    now,
+                    "claim",
+                    f"taken over by {owner_host}:{owner_pid} from {previous} (lease expired)",
+                    data={"previous": {"host": rental.owner_host, "pid": rental.owner_pid}},
+                )
+            )
+            row = self._row(session, rental.id)
+            session.refresh(row)
+            return _to_rental(row)
+
+    def claim(
+        self, rental_id: str, owner_host: str, owner_pid: int, *, lease_s: float | None = None
+    ) -> Rental:
         """Take over ownership (attach, reconcile): owner and heartbeat, with a "claim" event."""
         with self._write() as session:
             row = self._row(session, rental_id)
             now = self.clock()
             previous = {"host": row.owner_host, "pid": row.owner_pid}
             row.owner_host, row.owner_pid, row.heartbeat_at = owner_host, owner_pid, now
+            if lease_s is not None:
+                row.lease_until = now + timedelta(seconds=lease_s)
             row.updated_at = now
             session.add(
                 _event_row(
@@ -791,13 +856,24 @@ class Store:
             session.flush()
             return _to_job(row)
 
-    def claim_job(self, job_id: str, owner_host: str, owner_pid: int) -> Job:
+    def claim_job(
+        self, job_id: str, owner_host: str, owner_pid: int, *, lease_s: float | None = None
+    ) -> Job:
+        now = self.clock()
+        lease = None if lease_s is None else now + timedelta(seconds=lease_s)
         return self.update_job(
-            job_id, owner_host=owner_host, owner_pid=owner_pid, heartbeat_at=self.clock()
+            job_id, owner_host=owner_host, owner_pid=owner_pid, heartbeat_at=now, lease_until=lease
         )
 
-    def heartbeat_job(self, job_id: str, owner_host: str, owner_pid: int) -> bool:
-        """Refresh the heartbeat while we still own the job; False when someone took it over."""
+    def heartbeat_job(
+        self, job_id: str, owner_host: str, owner_pid: int, *, lease_s: float | None = None
+    ) -> bool:
+        """Refresh the heartbeat (and renew the lease) while we still own the job; False when
+        someone took it over."""
+        now = self.clock()
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if lease_s is not None:
+            values["lease_until"] = now + timedelta(seconds=lease_s)
         with self._write() as session:
             result = session.execute(
                 update(JobRow)
@@ -806,7 +882,7 @@ class Store:
                     JobRow.owner_host == owner_host,
                     JobRow.owner_pid == owner_pid,
                 )
-                .values(heartbeat_at=self.clock())
+                .values(**values)
             )
             return bool(getattr(result, "rowcount", 0))
 
@@ -825,6 +901,11 @@ def _to_job(row: JobRow) -> Job:
     values["spec"] = dict(row.spec or {})
     values["details"] = dict(row.details or {})
     return Job(**values)
+
+
+def _same(column: Any, value: Any) -> Any:
+    """``column = value``, where a NULL equals a NULL (compare-and-set on what was read)."""
+    return column.is_(None) if value is None else column == value
 
 
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
