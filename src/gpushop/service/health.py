@@ -31,6 +31,11 @@ def check_deployment(cfg: Settings) -> None:
         raise ConfigError(
             "the production profile needs PostgreSQL: set GPUSHOP_DB_URL=postgresql://..."
         )
+    if cfg.gpushop_profile == "production" and cfg.gpushop_webhook_allow_private:
+        raise ConfigError(
+            "GPUSHOP_WEBHOOK_ALLOW_PRIVATE is refused with the production profile: webhooks"
+            " must not reach the service's own network"
+        )
 
 
 class Readiness:

@@ -35,6 +35,20 @@ JOB_EVENTS = {
     JobState.TIMED_OUT: "job.timed_out",
     JobState.CANCELLED: "job.cancelled",
 }
+# Every type an endpoint may ask for (store/webhooks.py filters on them)
+KNOWN_TYPES = frozenset(
+    {
+        *RENTAL_EVENTS.values(),
+        "rental.expired",
+        *JOB_EVENTS.values(),
+        "orphan.destroyed",
+        "reconcile.completed",
+        "budget.warning",
+        "budget.exceeded",
+        "webhook.disabled",
+        "webhook.ping",
+    }
+)
 EXPIRY = "max duration reached"  # reconcile's reason for releasing an overdue rental
 
 
