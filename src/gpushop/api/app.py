@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpushop import __version__
-from gpushop.api import errors, events, market, rentals, reports
+from gpushop.api import errors, events, market, rentals, reports, webhooks
 from gpushop.api.auth import CurrentUser, Stores
 from gpushop.api.limits import RequestLimits
 from gpushop.config import Settings
@@ -54,6 +54,7 @@ def create_app(cfg: Settings) -> FastAPI:
     app.include_router(market.router)
     app.include_router(reports.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])

@@ -52,6 +52,7 @@ def _register() -> None:
         templates,
         training,
         users,
+        webhooks,
     )
 
     shopping.register(app)
@@ -62,6 +63,7 @@ def _register() -> None:
     serve.register(app)
     users.register(app)
     events.register(app)
+    webhooks.register(app)
     misc.register(app)
 
 
