@@ -11,6 +11,7 @@ from gpushop.gpus import GpuSelector, resolve
 if TYPE_CHECKING:
     import httpx
 
+    from gpushop.fleet.owners import Owner
     from gpushop.fleet.provision import Provisioner
     from gpushop.market.service import Market
     from gpushop.providers.base import Provider
@@ -149,7 +150,8 @@ class Shop:
 
         return load_or_create(self.settings.vastai_ssh_key_path, data_dir())
 
-    def provisioner(self) -> Provisioner:
+    def provisioner(self, owner: Owner | None = None) -> Provisioner:
+        """``owner``: who holds the rentals it makes (a service replica passes its lease)."""
         import os
         import random
 
@@ -159,7 +161,9 @@ class Shop:
         # unset, concurrent `up`s spread over them at random.
         seed = os.environ.get("GPUSHOP_SEED")
         rng = random.Random(int(seed)) if seed and seed.isdigit() else None
-        return Provisioner(self.store, self.provider_map(), self.market, self.keypair(), rng=rng)
+        return Provisioner(
+            self.store, self.provider_map(), self.market, self.keypair(), owner=owner, rng=rng
+        )
 
     async def aclose(self) -> None:
         for provider in self._built.values():

@@ -17,6 +17,7 @@ from gpushop.config import Settings
 from gpushop.service import users
 from gpushop.service.health import Readiness
 from gpushop.service.market import MarketReads
+from gpushop.service.replica import Replica
 from gpushop.service.team_rentals import Provisioning
 
 
@@ -28,13 +29,16 @@ class SshKeyBody(BaseModel):
 def create_app(cfg: Settings) -> FastAPI:
     readiness = Readiness(cfg)
     stores = Stores(cfg)
-    provisioning = Provisioning(cfg)
+    replica = Replica(cfg, stores.get)
+    provisioning = Provisioning(cfg, replica.owner)
     market_reads = MarketReads(cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        replica.start()  # the sync job, takeovers, webhook deliveries
         yield
         await provisioning.aclose()  # what is still provisioning is released, not left
+        await replica.aclose()
         await market_reads.aclose()
         readiness.close()
         stores.close()
@@ -49,6 +53,7 @@ def create_app(cfg: Settings) -> FastAPI:
     app.state.limits = RequestLimits(cfg)
     app.state.stores = stores
     app.state.provisioning = provisioning
+    app.state.replica = replica
     app.state.market = market_reads
     app.include_router(rentals.router)
     app.include_router(market.router)

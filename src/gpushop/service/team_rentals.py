@@ -18,6 +18,7 @@ from typing import Any
 
 from gpushop.config import Settings, looks_like_credential, names_a_secret
 from gpushop.errors import GpushopError, NotFound, UsageError
+from gpushop.fleet.owners import Owner
 from gpushop.fleet.provision import UpOptions
 from gpushop.models import RentalState, SortKey
 from gpushop.offer_flags import build_query
@@ -116,10 +117,13 @@ def up_options(cfg: Settings, req: RentalRequest, user: User) -> UpOptions:
 
 class Provisioning:
     """Creates run in tasks of this process; the answer waits only for the write-ahead rental.
-    (Part 2 of the service puts this work under a lease, so another replica takes it over.)"""
+    The rentals are held under this replica's lease: if it dies, another replica takes them over
+    (service/replica.py)."""
 
-    def __init__(self, cfg: Settings) -> None:
+    def __init__(self, cfg: Settings, owner: Owner | None = None) -> None:
         self.cfg = cfg
+        # the replica's lease holder: if this process dies, another replica takes its rentals over
+        self.owner = owner or Owner.me(cfg.gpushop_lease_seconds)
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def create(
@@ -161,7 +165,7 @@ class Provisioning:
                         if not written.done():
                             written.set_result(rental)
 
-                    rental = await shop.provisioner().up(opts, lambda line: None, claimed)
+                    rental = await shop.provisioner(self.owner).up(opts, lambda line: None, claimed)
                     lines = [line for _, line, _ in shop.store.users.identities(user.id)]
                 if lines and rental.ssh_host:
                     await install_ssh_keys(self.cfg, rental.id, lines)

@@ -35,6 +35,7 @@ from gpushop.store.schema import (
     TimingRow,
 )
 from gpushop.store.spending import SpendingLimits
+from gpushop.store.ticks import Ticks
 from gpushop.store.users import Users
 from gpushop.store.webhooks import Webhooks
 
@@ -255,6 +256,11 @@ class Store:
     def feed(self) -> Events:
         """Events the team hears of: rental and job state changes (store/events.py)."""
         return Events(self)
+
+    @property
+    def ticks(self) -> Ticks:
+        """Ticks of periodic jobs, each taken by one replica (store/ticks.py)."""
+        return Ticks(self)
 
     @property
     def webhooks(self) -> Webhooks:

@@ -1,0 +1,195 @@
+"""The background work every replica of `gpushop serve` does, so that none of it depends on one
+process staying alive:
+
+- the **sync job** (reconcile, then the month's charges against the providers' own), once per
+  tick of GPUSHOP_SYNC_INTERVAL across replicas: the replica whose tick row goes in runs it;
+- **takeovers**: provisioning (and releasing) a dead replica left half-done, found by its
+  expired lease, claimed by exactly one replica and finished (fleet/takeover.py);
+- the **webhook dispatcher** (service/webhook_dispatch.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from gpushop.config import Settings
+from gpushop.errors import GpushopError
+from gpushop.fleet import takeover
+from gpushop.fleet.owners import Owner, owner_alive
+from gpushop.fleet.reconcile import reconcile
+from gpushop.fleet.release import release_rental
+from gpushop.models import RentalState
+from gpushop.shop import Shop
+from gpushop.store import Rental, Store
+
+log = logging.getLogger("gpushop.replica")
+SYNC = "sync"
+READY_TIMEOUT_S = 15 * 60.0  # as `up` waits by default, counted from the rental's creation
+MIN_READY_WAIT_S = 120.0
+
+
+class Replica:
+    def __init__(self, cfg: Settings, store: Callable[[], Store]) -> None:
+        self.cfg = cfg
+        self._store = store
+        self.owner = Owner.me(cfg.gpushop_lease_seconds)
+        self.name = self.owner.name
+        self._tasks: list[asyncio.Task[None]] = []
+        self._finishing: dict[str, asyncio.Task[None]] = {}
+        self._shop: Shop | None = None
+        self.dispatcher: Any = None
+
+    @property
+    def store(self) -> Store:
+        return self._store()
+
+    @property
+    def shop(self) -> Shop:
+        if self._shop is None:
+            self._shop = Shop(self.cfg)
+        return self._shop
+
+    def start(self) -> None:
+        from gpushop.service.webhook_dispatch import Dispatcher
+
+        self.dispatcher = Dispatcher(self.cfg, self.store, self.name)
+        for work in (self._sync_loop(), self._takeover_loop(), self.dispatcher.run()):
+            self._tasks.append(asyncio.create_task(work))
+
+    async def aclose(self) -> None:
+        """Stop: what this replica was finishing is released (its cancel handlers do that)."""
+        tasks = [*self._tasks, *self._finishing.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self.dispatcher is not None:
+            await self.dispatcher.aclose()
+        if self._shop is not None:
+            await self._shop.aclose()
+
+    # -- the sync job --------------------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        interval = self.cfg.gpushop_sync_interval
+        while True:
+            tick = int(time.time() // interval)
+            try:
+                if await asyncio.to_thread(self.store.ticks.take, SYNC, tick, self.name):
+                    outcome = await self.sync_once()
+                    await asyncio.to_thread(self.store.ticks.finish, SYNC, tick, outcome)
+            except (GpushopError, OSError) as exc:  # the store is down: try the next tick
+                log.warning("sync tick %s: %s", tick, exc)
+            # the next tick's start, plus a little so that replicas do not all wake at once
+            wait = (tick + 1) * interval - time.time() + random.uniform(0, min(0.05, interval / 20))
+            await asyncio.sleep(max(0.0, wait))
+
+    async def sync_once(self) -> dict[str, Any]:
+        """Reconcile every provider, then compare the month's charges; the tick's outcome."""
+        outcome: dict[str, Any] = {"replica": self.name}
+        try:
+            report = await reconcile(
+                self.store, self.shop.provider_map(), record=True, owner=self.owner
+            )
+            outcome["reconcile"] = {
+                "actions": len(report.actions),
+                "errors": report.errors[:10],
+                "skipped": report.skipped,
+            }
+        except GpushopError as exc:
+            outcome["reconcile"] = {"error": str(exc)}
+        outcome["charges"] = await self._charges()
+        return outcome
+
+    async def _charges(self) -> dict[str, Any]:
+        from gpushop.service.rentals import cost_report
+
+        warnings: list[str] = []
+        try:
+            report = await cost_report(
+                self.cfg, days=None, now=datetime.now(UTC), warn=warnings.append
+            )
+        except GpushopError as exc:
+            return {"error": str(exc)}
+        return {
+            "ours_usd": report.get("by_provider"),
+            "billed_usd": report.get("billed_by_provider"),
+            "warnings": warnings,
+        }
+
+    # -- takeovers -----------------------------------------------------------------------------
+
+    async def _takeover_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.owner.lease_s / 2)
+            try:
+                await self.take_over_abandoned()
+            except (GpushopError, OSError) as exc:
+                log.warning("takeover pass: %s", exc)
+
+    async def take_over_abandoned(self) -> list[str]:
+        """Claim the service's in-flight rentals whose owner's lease lapsed; finish each in a
+        task of this replica. The rentals claimed."""
+        states = [*takeover.IN_FLIGHT, RentalState.RELEASING]
+        rentals = await asyncio.to_thread(self.store.list, states=states)
+        now = datetime.now(UTC)
+        claimed: list[str] = []
+        for rental in rentals:
+            if rental.user_id is None or rental.details.get("detached"):
+                continue  # a CLI's rental: reconcile's to judge
+            if rental.id in self._finishing or owner_alive(
+                rental.owner_host,
+                rental.owner_pid,
+                rental.heartbeat_at,
+                now,
+                lease_until=rental.lease_until,
+            ):
+                continue
+            won = await asyncio.to_thread(
+                self.store.take_over,
+                rental,
+                self.owner.host,
+                self.owner.pid,
+                lease_s=self.owner.lease_s,
+            )
+            if won is None:
+                continue  # another replica was first
+            log.warning("took over %s rental %s from %s", won.state, won.id, rental.owner_host)
+            self._finishing[won.id] = asyncio.create_task(self._finish(won))
+            claimed.append(won.id)
+        return claimed
+
+    async def _finish(self, rental: Rental) -> None:
+        try:
+            await self._finish_one(rental)
+        finally:
+            self._finishing.pop(rental.id, None)
+
+    async def _finish_one(self, rental: Rental) -> None:
+        provider = self.shop.provider(rental.provider)
+        try:
+            if rental.state is RentalState.RELEASING:
+                await release_rental(self.store, provider, rental, "release taken over")
+                return
+            waited = (datetime.now(UTC) - rental.created_at).total_seconds()
+            done = await takeover.finish(
+                self.store,
+                provider,
+                rental,
+                self.owner,
+                ready_timeout_s=max(MIN_READY_WAIT_S, READY_TIMEOUT_S - waited),
+            )
+            if done.ready and rental.user_id is not None:
+                from gpushop.service.team_rentals import install_ssh_keys
+
+                keys = await asyncio.to_thread(self.store.users.identities, rental.user_id)
+                if keys:
+                    await install_ssh_keys(self.cfg, rental.id, [line for _, line, _ in keys])
+        except GpushopError as exc:
+            log.warning("finishing %s after a takeover: %s", rental.id, exc)

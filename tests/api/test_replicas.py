@@ -1,0 +1,171 @@
+"""Two replicas of `gpushop serve` on one PostgreSQL, as a team runs it: duplicated requests
+rent once, a replica killed mid-provisioning is taken over by the other, every event reaches a
+receiver signed, and the sync job runs once per tick whichever replicas are up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from gpushop.models import RentalState
+from gpushop.store import Store
+from gpushop.store.secret_box import keygen
+from receiver import receiving
+from waiting import until
+
+from .conftest import token
+from .test_rentals_api import BODY, live_instances
+
+RENTALS = 20
+LEASE_S = 1.5
+TICK_S = 0.5
+
+
+@pytest.fixture
+def store_kind() -> str:
+    return "postgresql"
+
+
+def _both_at_once(
+    urls: list[str], keys: list[str], headers: dict[str, str]
+) -> dict[str, list[Any]]:
+    """Each key's request sent to every replica at the same moment."""
+    barrier = threading.Barrier(len(urls) * len(keys))
+    answers: dict[str, list[Any]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def one(url: str, key: str) -> None:
+        barrier.wait()
+        answer = httpx.post(
+            f"{url}/v1/rentals",
+            json=BODY,
+            headers={**headers, "Idempotency-Key": key},
+            timeout=120,
+        )
+        with lock:
+            answers[key].append(answer)
+
+    threads = [threading.Thread(target=one, args=(u, k)) for k in keys for u in urls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    return answers
+
+
+@pytest.mark.slow  # two replicas, forty requests, a kill -9, four seconds of provisioning
+def test_two_replicas_rent_once_survive_a_kill_and_tell_every_event(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    # provisioning slow enough (about 4 s) that a replica dies with rentals in flight
+    emulator.control.reset(speed=1.0, provision_delay_s=2.0, loading_delay_s=2.0)
+    secret_key = keygen()
+    env = {
+        **environment,
+        "GPUSHOP_SECRET_KEY": secret_key,
+        "GPUSHOP_WEBHOOK_ALLOW_PRIVATE": "1",
+        "GPUSHOP_WEBHOOK_RETRY_SCALE": "0.001",
+        "GPUSHOP_WEBHOOK_POLL": "0.2",
+        "GPUSHOP_LEASE_SECONDS": str(LEASE_S),
+        "GPUSHOP_SYNC_INTERVAL": str(TICK_S),
+    }
+    started = time.time()
+    with receiving() as receiver:
+        url_a, proc_a = serve(env)
+        url_b, _ = serve(env)
+        alice = token(capsys, "alice")
+        hook = httpx.post(
+            f"{url_b}/v1/webhooks",
+            json={"url": f"{receiver.url}/alice", "event_types": ["rental.*"]},
+            headers=alice,
+        )
+        assert hook.status_code == 201, hook.text
+        secret = hook.json()["secret"]
+
+        keys = [f"batch-7-{i}" for i in range(RENTALS)]
+        answers = _both_at_once([url_a, url_b], keys, alice)
+        ids = set()
+        for key, pair in answers.items():
+            assert [a.status_code for a in pair] == [202, 202], [a.text for a in pair]
+            assert pair[0].json()["rental_id"] == pair[1].json()["rental_id"], key
+            ids.add(pair[0].json()["rental_id"])
+        assert len(ids) == RENTALS
+
+        store = Store.open(env["GPUSHOP_DB_URL"])
+        try:
+            # kill -9 the first replica while it provisions some of them
+            held_by_a = until(
+                lambda: [
+                    r.id
+                    for r in store.list(user_id=None)
+                    if r.owner_pid == proc_a.pid and r.state.in_flight
+                ],
+                "replica A to hold rentals in flight",
+            )
+            os.kill(proc_a.pid, signal.SIGKILL)
+            proc_a.wait(10)
+            killed_at = time.monotonic()
+
+            def settled() -> list[Any] | None:
+                rentals = [store.get(i) for i in ids]
+                if any(r is None or r.state.in_flight for r in rentals):
+                    return None
+                return rentals
+
+            rentals = until(settled, "every rental to be ready or failed", timeout=90)
+            taken = [store.get(i) for i in held_by_a]
+            assert all(r is not None and r.owner_pid != proc_a.pid for r in taken)
+            # none left billing without a live rental, and each ready rental has its instance
+            ready = {r.instance_id for r in rentals if r.state is RentalState.READY}
+            assert {str(i["id"]) for i in live_instances(emulator)} == ready
+            assert len(ready) >= RENTALS - len(held_by_a)
+            assert time.monotonic() - killed_at < 60
+
+            for rid in ids:
+                released = httpx.post(
+                    f"{url_b}/v1/rentals/{rid}/release", headers=alice, timeout=60
+                )
+                assert released.status_code == 200, released.text
+            assert live_instances(emulator) == []
+
+            # every event of every rental reached the receiver, signed; duplicates only with
+            # the same webhook-id
+            wanted = {
+                (e.type, e.subject)
+                for e in store.feed.after(0, types=None, limit=10_000)
+                if e.subject.removeprefix("rental:") in ids and e.type.startswith("rental.")
+            }
+
+            def delivered() -> set[tuple[str, str]]:
+                got = set()
+                for r in receiver.on("/alice"):
+                    body = json.loads(r.body)
+                    got.add((body["type"], body["data"]["subject"]))
+                return got if got >= wanted else set()
+
+            until(delivered, "every rental event at the receiver", timeout=60)
+            verifier = Webhook(secret)
+            by_event: dict[int, set[str]] = defaultdict(set)
+            for r in receiver.on("/alice"):
+                verifier.verify(r.body, r.headers)  # raises on a bad signature
+                by_event[json.loads(r.body)["data"]["event_id"]].add(r.headers["webhook-id"])
+            assert all(len(msg_ids) == 1 for msg_ids in by_event.values())
+
+            # the sync job: exactly one run per tick, every tick since both replicas started
+            ticks = store.ticks.list("sync")
+            numbers = [t.tick for t in ticks if t.started_at.timestamp() >= started + 2]
+            assert len(numbers) >= 10
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+            runs = store.feed.after(0, types=["reconcile.completed"], limit=10_000)
+            assert len(runs) == len(ticks)
+        finally:
+            store.close()
