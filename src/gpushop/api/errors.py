@@ -16,6 +16,12 @@ from gpushop.api.limits import TooManyRequests
 from gpushop.service.team_rentals import IdempotencyConflict
 from gpushop.service.types import UserQuotaExceeded
 from gpushop.service.users import Forbidden, Unauthorized
+from gpushop.service.webhooks import (
+    AddressRefused,
+    SecretKeyMissing,
+    SecretUnreadable,
+    Unresolvable,
+)
 
 log = logging.getLogger("gpushop.api")
 
@@ -39,6 +45,10 @@ _BY_CLASS: list[tuple[type[errors.GpushopError], int, str]] = [
     (errors.MoneyLimitError, 403, "money_limit"),
     (errors.NoMatchError, 404, "no_match"),
     (errors.UsageError, 400, "bad_request"),
+    (AddressRefused, 422, "webhook_url_refused"),
+    (Unresolvable, 422, "webhook_url_refused"),
+    (SecretUnreadable, 500, "secret_unreadable"),
+    (SecretKeyMissing, 503, "secret_key_missing"),
     (errors.ConfigError, 500, "config_error"),
 ]
 _HTTP_CODES = {

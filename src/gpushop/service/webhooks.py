@@ -14,10 +14,15 @@ from typing import Any
 
 from gpushop.config import Settings
 from gpushop.errors import NotFound, UsageError
+from gpushop.net_guard import AddressRefused as AddressRefused
+from gpushop.net_guard import Unresolvable as Unresolvable
 from gpushop.net_guard import parse, resolve
 from gpushop.store import Store, User
 from gpushop.store.events import KNOWN_TYPES
 from gpushop.store.secret_box import SecretBox
+from gpushop.store.secret_box import SecretKeyMissing as SecretKeyMissing
+from gpushop.store.secret_box import SecretUnreadable as SecretUnreadable
+from gpushop.store.secret_box import keygen as keygen
 from gpushop.store.webhooks import Attempt, Delivery, Endpoint, iso
 
 SECRET_PREFIX = "whsec_"
