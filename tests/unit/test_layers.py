@@ -45,6 +45,7 @@ ALLOWED = {
         "gpushop.jobs",
         "gpushop.recipes",
         "gpushop.shop",
+        "gpushop.net_guard",  # outbound requests to users' URLs (webhooks), SSRF-checked
     },
     # a face: parse, call the service (or the Shop facade), render; the market's result types
     # (`gpushop emulator` and `gpushop serve` start the emulator and the HTTP face)
