@@ -148,3 +148,20 @@ def test_sealed_secrets_open_only_with_the_key() -> None:
     assert SecretBox(other).open(rotated) == "whsec_abc"
     with pytest.raises(SecretUnreadable):
         SecretBox(other).open(sealed)
+
+
+def test_a_claim_drops_the_previous_owners_lease(store: Store, clock: Clock) -> None:
+    """A rental released by hand after a replica's lease lapsed is the releaser's: the old
+    lease must not make it look abandoned (a takeover would release it a second time)."""
+    rental = store.new_rental(
+        provider="vastai",
+        max_duration_s=3600,
+        owner_host="replica",
+        owner_pid=7,
+        lease_until=T0 + timedelta(seconds=30),
+    )
+    clock.at(10)  # the replica's lease lapsed long ago
+    claimed = store.claim(rental.id, "laptop", 99)
+    assert claimed.lease_until is None
+    leased = store.claim(rental.id, "replica-2", 8, lease_s=30)
+    assert leased.lease_until == clock.now + timedelta(seconds=30)

@@ -236,3 +236,24 @@ def test_the_default_bid_is_just_above_min_bid_and_never_above_the_cap() -> None
     assert choose_bid(o, UpOptions(query=q, price_cap=0.215)) == pytest.approx(0.205)
     with pytest.raises(OfferUnavailable):
         choose_bid(o, UpOptions(query=q, price_cap=0.15))
+
+
+def test_an_expired_lease_is_a_dead_owner_and_a_live_one_spans_hosts() -> None:
+    beat = NOW - timedelta(seconds=2)
+    lapsed, held = NOW - timedelta(seconds=1), NOW + timedelta(seconds=30)
+    # the pid still runs, but it stopped renewing: dead (a stuck replica is as good as gone)
+    assert not owners.owner_alive(
+        "h", 7, beat, NOW, lease_until=lapsed, this_host="h", is_alive=lambda p: True
+    )
+    assert owners.owner_alive(
+        "h", 7, beat, NOW, lease_until=held, this_host="h", is_alive=lambda p: True
+    )
+    # a dead pid on this host is dead before its lease lapses
+    assert not owners.owner_alive(
+        "h", 7, beat, NOW, lease_until=held, this_host="h", is_alive=lambda p: False
+    )
+    # another host within its lease is alive even with a heartbeat older than the grace
+    lease_long = NOW + timedelta(minutes=10)
+    old_beat = NOW - timedelta(minutes=5)
+    assert owners.owner_alive("other", 7, old_beat, NOW, lease_until=lease_long, this_host="h")
+    assert not owners.owner_alive("other", 7, beat, NOW, lease_until=lapsed, this_host="h")

@@ -48,9 +48,12 @@ async def reconcile(
     now: datetime | None = None,
     owner: Owner | None = None,
     record: bool = False,
+    tell_idle: bool = True,
 ) -> ReconcileReport:
     """``record``: note in the store that each provider was watched (``gpushop reconcile``;
-    not `up`'s own pass, which protects nothing once `up` has returned)."""
+    not `up`'s own pass, which protects nothing once `up` has returned), and tell
+    ``reconcile.completed`` (``tell_idle=False``: only a pass that acted or erred, as the
+    service's sync job does every minute)."""
     report = ReconcileReport(dry_run=dry_run)
     try:
         with store.reconcile_lock(wait=False):
@@ -60,7 +63,7 @@ async def reconcile(
                 await _one(store, name, provider, report, now or datetime.now(UTC), owner)
                 if record and not dry_run:
                     store.record_reconcile(name, now or datetime.now(UTC))
-            if record and not dry_run:
+            if record and not dry_run and (tell_idle or report.actions or report.errors):
                 actions = report.as_json()["actions"]
                 store.tell(
                     "reconcile.completed",

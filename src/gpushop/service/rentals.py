@@ -191,6 +191,11 @@ async def _release_one(shop: Shop, rental: Rental, me: Owner) -> Released:
         done = await release_rental(shop.store, provider, rental, "released by the user")
     except ReleaseFailed as exc:
         return Released(rental.id, "releasing", str(exc))
+    except ValueError:  # released meanwhile by someone else (reconcile's expiry): done all the same
+        current = shop.store.get(rental.id)
+        if current is None or not current.state.terminal:
+            raise
+        return Released(current.id, str(current.state))
     return Released(done.id, str(done.state))
 
 
@@ -334,25 +339,32 @@ def _cost_window(now: datetime, days: int | None) -> tuple[datetime, datetime]:
 
 
 async def cost_report(
-    settings: Settings, *, days: int | None, now: datetime, warn: Notify
+    settings: Settings,
+    *,
+    days: int | None,
+    now: datetime,
+    warn: Notify,
+    shop: Shop | None = None,
 ) -> dict[str, Any]:
     """What the rentals cost this month, or in the last ``days`` days (as JSON), by day, GPU
     model and provider, against what each provider says it billed for our instances (``warn``:
-    one that cannot say)."""
+    one that cannot say). ``shop``: one to use (and keep open), else one of its own."""
+    if shop is None:
+        async with Shop(settings) as own:
+            return await cost_report(settings, days=days, now=now, warn=warn, shop=own)
     from gpushop.fleet.costs_report import add_charges, summarize
 
     start, end = _cost_window(now, days)
-    async with Shop(settings) as shop:
-        rentals = shop.store.list()
-        report = summarize(rentals, start, min(end, now), now)
-        for name, provider in shop.provider_map().items():
-            if not provider.has_credentials or not provider.supports(Feature.CHARGES):
-                continue
-            try:
-                charges = await provider.charges(start.timestamp(), now.timestamp())
-            except GpushopError as exc:
-                warn(f"cannot compare with {provider.display_name}'s charges: {exc}")
-                continue
-            ours = {r.instance_id for r in rentals if r.provider == name and r.instance_id}
-            add_charges(report, name, charges, ours)
-        return report.as_json()
+    rentals = await asyncio.to_thread(shop.store.list)
+    report = summarize(rentals, start, min(end, now), now)
+    for name, provider in shop.provider_map().items():
+        if not provider.has_credentials or not provider.supports(Feature.CHARGES):
+            continue
+        try:
+            charges = await provider.charges(start.timestamp(), now.timestamp())
+        except GpushopError as exc:
+            warn(f"cannot compare with {provider.display_name}'s charges: {exc}")
+            continue
+        ours = {r.instance_id for r in rentals if r.provider == name and r.instance_id}
+        add_charges(report, name, charges, ours)
+    return report.as_json()

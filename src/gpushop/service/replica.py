@@ -56,11 +56,24 @@ class Replica:
         return self._shop
 
     def start(self) -> None:
+        """Start the background work; none of it needs the store to answer yet (a service
+        whose store is down still starts, and says so on /readyz)."""
+        for work in (self._sync_loop(), self._takeover_loop(), self._deliveries()):
+            self._tasks.append(asyncio.create_task(work))
+
+    async def _deliveries(self) -> None:
         from gpushop.service.webhook_dispatch import Dispatcher
 
-        self.dispatcher = Dispatcher(self.cfg, self.store, self.name)
-        for work in (self._sync_loop(), self._takeover_loop(), self.dispatcher.run()):
-            self._tasks.append(asyncio.create_task(work))
+        pause = 0.5
+        while self.dispatcher is None:
+            try:
+                store = await asyncio.to_thread(self._store)
+                self.dispatcher = Dispatcher(self.cfg, store, self.name)
+            except (GpushopError, OSError) as exc:
+                log.warning("webhook deliveries wait for the store: %s", exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+        await self.dispatcher.run()
 
     async def aclose(self) -> None:
         """Stop: what this replica was finishing is released (its cancel handlers do that)."""
@@ -77,25 +90,59 @@ class Replica:
     # -- the sync job --------------------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
+        """At each tick's start, take the tick if no other replica has: an idle replica runs
+        the job; one still running an earlier tick's takes it a little later, only if nobody
+        idle did, and records it as covered by that run. A replica whose loop was held up past
+        a tick takes the ticks it missed too (one run covers them): runs never overlap, and no
+        tick passes unrun while a replica is up."""
         interval = self.cfg.gpushop_sync_interval
+        running: asyncio.Task[None] | None = None
+        running_tick = 0
+        seen = int(time.time() // interval) - 1
         while True:
-            tick = int(time.time() // interval)
+            now_tick = int(time.time() // interval)
+            busy = running is not None and not running.done()
+            if busy:
+                await asyncio.sleep(interval * 0.2)
             try:
-                if await asyncio.to_thread(self.store.ticks.take, SYNC, tick, self.name):
-                    outcome = await self.sync_once()
-                    await asyncio.to_thread(self.store.ticks.finish, SYNC, tick, outcome)
+                store = await asyncio.to_thread(self._store)
+                ticks = range(max(seen + 1, now_tick - 100), now_tick + 1)
+                taken = [t for t in ticks if await asyncio.to_thread(self._take, store, t)]
+                seen = now_tick
+                if taken and not busy:
+                    running_tick = taken[-1]
+                    running = asyncio.create_task(self._run(store, running_tick))
+                    self._tasks.append(running)
+                for tick in taken:
+                    if tick != running_tick or busy:
+                        covered = {"replica": self.name, "covered_by": running_tick}
+                        await asyncio.to_thread(store.ticks.finish, SYNC, tick, covered)
             except (GpushopError, OSError) as exc:  # the store is down: try the next tick
-                log.warning("sync tick %s: %s", tick, exc)
+                log.warning("sync tick %s: %s", now_tick, exc)
+            self._tasks = [t for t in self._tasks if not t.done()]
             # the next tick's start, plus a little so that replicas do not all wake at once
-            wait = (tick + 1) * interval - time.time() + random.uniform(0, min(0.05, interval / 20))
-            await asyncio.sleep(max(0.0, wait))
+            wait = (now_tick + 1) * interval - time.time()
+            await asyncio.sleep(max(0.0, wait) + random.uniform(0, min(0.05, interval / 20)))
+
+    def _take(self, store: Store, tick: int) -> bool:
+        return store.ticks.take(SYNC, tick, self.name)
+
+    async def _run(self, store: Store, tick: int) -> None:
+        try:
+            outcome = await self.sync_once()
+        except (GpushopError, OSError) as exc:
+            outcome = {"replica": self.name, "error": str(exc)}
+        await asyncio.to_thread(store.ticks.finish, SYNC, tick, outcome)
 
     async def sync_once(self) -> dict[str, Any]:
         """Reconcile every provider, then compare the month's charges; the tick's outcome."""
         outcome: dict[str, Any] = {"replica": self.name}
+        # takeovers first: a half-provisioned rental a dead replica left is finished, where
+        # reconcile alone would only release it
+        outcome["taken_over"] = await self.take_over_abandoned()
         try:
             report = await reconcile(
-                self.store, self.shop.provider_map(), record=True, owner=self.owner
+                self.store, self.shop.provider_map(), record=True, owner=self.owner, tell_idle=False
             )
             outcome["reconcile"] = {
                 "actions": len(report.actions),
@@ -113,7 +160,7 @@ class Replica:
         warnings: list[str] = []
         try:
             report = await cost_report(
-                self.cfg, days=None, now=datetime.now(UTC), warn=warnings.append
+                self.cfg, days=None, now=datetime.now(UTC), warn=warnings.append, shop=self.shop
             )
         except GpushopError as exc:
             return {"error": str(exc)}
@@ -137,7 +184,8 @@ class Replica:
         """Claim the service's in-flight rentals whose owner's lease lapsed; finish each in a
         task of this replica. The rentals claimed."""
         states = [*takeover.IN_FLIGHT, RentalState.RELEASING]
-        rentals = await asyncio.to_thread(self.store.list, states=states)
+        store = await asyncio.to_thread(self._store)
+        rentals = await asyncio.to_thread(store.list, states=states)
         now = datetime.now(UTC)
         claimed: list[str] = []
         for rental in rentals:
@@ -152,7 +200,7 @@ class Replica:
             ):
                 continue
             won = await asyncio.to_thread(
-                self.store.take_over,
+                store.take_over,
                 rental,
                 self.owner.host,
                 self.owner.pid,

@@ -643,8 +643,9 @@ class Store:
             now = self.clock()
             previous = {"host": row.owner_host, "pid": row.owner_pid}
             row.owner_host, row.owner_pid, row.heartbeat_at = owner_host, owner_pid, now
-            if lease_s is not None:
-                row.lease_until = now + timedelta(seconds=lease_s)
+            # the previous owner's lease is not ours: without one of our own, the pid and the
+            # heartbeat's age tell whether we are alive (fleet/owners.py)
+            row.lease_until = None if lease_s is None else now + timedelta(seconds=lease_s)
             row.updated_at = now
             session.add(
                 _event_row(
