@@ -11,15 +11,19 @@ loses it and another sends again, with the same ``webhook-id`` (at least once).
 from __future__ import annotations
 
 import builtins
+import logging
 import secrets
 import string
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import case, func, or_, select, text, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session, SessionTransaction
 
 from gpushop.store.schema import EventRow, UserRow
 from gpushop.store.schema_webhooks import WebhookAttemptRow, WebhookDeliveryRow, WebhookEndpointRow
@@ -30,6 +34,61 @@ if TYPE_CHECKING:
 PENDING, DELIVERED, FAILED, HELD = "pending", "delivered", "failed", "held"
 MAX_BODY = 16_000  # the spec asks for bodies under ~20 kB: larger data is cut to its ids
 _ALNUM = string.ascii_letters + string.digits
+# PostgreSQL: a transaction that made deliveries due NOTIFYs this channel at its commit, and
+# every replica's dispatcher LISTENs on it (polling stays the fallback)
+CHANNEL = "gpushop_webhooks"
+_DUE = "gpushop_enqueued"  # Session.info flag: this transaction made deliveries due
+
+log = logging.getLogger("gpushop.webhooks")
+
+# In-process wake-ups: callables run after a commit that made deliveries due (dispatchers'
+# ``wake``; thread-safe, they must not block)
+_wakers: set[Callable[[], None]] = set()
+_wakers_lock = threading.Lock()
+
+
+def on_due(waker: Callable[[], None]) -> Callable[[], None]:
+    """Call ``waker`` after each commit in this process that makes deliveries due; returns the
+    function that stops it."""
+    with _wakers_lock:
+        _wakers.add(waker)
+
+    def stop() -> None:
+        with _wakers_lock:
+            _wakers.discard(waker)
+
+    return stop
+
+
+def _wake_all() -> None:
+    with _wakers_lock:
+        wakers = list(_wakers)
+    for waker in wakers:
+        try:
+            waker()
+        except Exception as exc:  # a closed loop: that dispatcher is gone
+            log.debug("webhook waker failed: %s", type(exc).__name__)
+
+
+def _made_due(session: Session) -> None:
+    """Mark the transaction: its commit wakes this process's dispatchers, and (PostgreSQL)
+    every replica's through NOTIFY, which the server delivers only if it commits."""
+    if session.info.get(_DUE):
+        return
+    session.info[_DUE] = True
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"NOTIFY {CHANNEL}"))
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_DUE, False):
+        _wake_all()
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, _previous: SessionTransaction) -> None:
+    session.info.pop(_DUE, None)
 
 
 def new_msg_id() -> str:
@@ -101,6 +160,8 @@ def enqueue(session: Session, event: EventRow) -> int:
                 created_at=event.at,
             )
         )
+    if any(e.disabled_at is None for e in endpoints):
+        _made_due(session)
     return len(endpoints)
 
 
@@ -294,7 +355,10 @@ class Webhooks:
                 )
                 .values(status=PENDING, next_attempt_at=now, locked_until=None)
             )
-            return int(getattr(held, "rowcount", 0) or 0)
+            resumed = int(getattr(held, "rowcount", 0) or 0)
+            if resumed:
+                _made_due(session)
+            return resumed
 
     # -- deliveries ----------------------------------------------------------------------------
 
@@ -318,6 +382,7 @@ class Webhooks:
                 raise KeyError(endpoint_id)
             session.add(row)
             session.flush()
+            _made_due(session)
             return _delivery(row)
 
     def claim(
@@ -388,6 +453,13 @@ class Webhooks:
                 "locked_by": None,
                 "status": outcome,
             }
+            if outcome == PENDING:
+                # held (its endpoint was disabled) or failed (deleted) while this attempt was on
+                # its way: it stays so
+                values["status"] = case(
+                    (WebhookDeliveryRow.status.in_([HELD, FAILED]), WebhookDeliveryRow.status),
+                    else_=PENDING,
+                )
             if outcome == DELIVERED:
                 values["delivered_at"] = now
             elif outcome == PENDING:
@@ -446,6 +518,7 @@ class Webhooks:
                 raise KeyError(delivery_id)
             row.status, row.next_attempt_at, row.locked_until = PENDING, self.store.clock(), None
             session.flush()
+            _made_due(session)
             return _delivery(row)
 
     def delivered_since(self, endpoint_id: str, since: datetime) -> bool:
@@ -464,9 +537,25 @@ class Webhooks:
             return int(session.scalar(query) or 0)
 
     def due_at(self) -> datetime | None:
-        """When the next pending delivery is due (a dispatcher sleeps until then at most)."""
-        query = select(func.min(WebhookDeliveryRow.next_attempt_at)).where(
-            WebhookDeliveryRow.status == PENDING
+        """When a claim can next take a pending delivery: its next attempt's time, or when its
+        current claim lapses (a dispatcher sleeps until then at most)."""
+        row = WebhookDeliveryRow
+        claimable = case(
+            (row.locked_until > row.next_attempt_at, row.locked_until), else_=row.next_attempt_at
+        )
+        query = (
+            select(func.min(claimable))
+            .join(WebhookEndpointRow, WebhookEndpointRow.id == row.endpoint_id)
+            .where(row.status == PENDING)
         )
         with self.store._read() as session:
-            return session.scalar(query)
+            due: datetime | None = session.scalar(query)
+            return due
+
+    def listen_url(self) -> str | None:
+        """A libpq URL of the store's PostgreSQL for a LISTEN connection (it holds the password:
+        never show it); None on SQLite."""
+        url = self.store._engine.url
+        if url.get_backend_name() != "postgresql":
+            return None
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
