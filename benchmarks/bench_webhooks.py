@@ -1,8 +1,8 @@
 """Events through the outbox to a receiver (issue 12 §4): two `gpushop serve` replicas on one
 PostgreSQL deliver what a third process writes. Two figures:
 
-- throughput: a burst of events written as fast as one writer can, until the receiver has them
-  all (events per second, end to end);
+- throughput: a backlog of events (written while the endpoint was disabled) drained by both
+  replicas once it is enabled (events per second, end to end);
 - delay from the state change (the event's commit) to its delivery, under an open-loop load of
   a steady rate (p50, p99).
 
@@ -117,13 +117,17 @@ def run(burst: int, rate: float, seconds: float) -> dict[str, Any]:
                 )
                 servers.append(proc)
 
+            # a backlog: the endpoint disabled while the events are written (held), then
+            # enabled: every delivery is due at once, and both replicas drain it
+            store.webhooks.disable(created["id"], "bench: hold the backlog")
             started = time.time()
             for i in range(burst):
                 store.tell("orphan.destroyed", f"instance:bench:{i}", "bench", {"i": i})
-            written = time.time()
+            write_rate = burst / (time.time() - started)
+            enabled = time.time()
+            store.webhooks.enable(created["id"])
             finished = _wait_for(receiver, "/hook", burst)
-            burst_rate = burst / (finished - started)
-            write_rate = burst / (written - started)
+            burst_rate = burst / (finished - enabled)
 
             receiver.got.clear()
             total = int(rate * seconds)
@@ -180,8 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{r['baseline_per_s']:7.0f}/s"
     )
     print(
-        f"   burst of {r['burst']} events, written at {r['write_per_s']:.0f}/s: delivered "
-        f"{r['burst_per_s']:7.0f}/s end to end ({r['burst_per_s'] / r['baseline_per_s']:.2f}x "
+        f"   backlog of {r['burst']} events (written at {r['write_per_s']:.0f}/s by one writer): "
+        f"delivered {r['burst_per_s']:7.0f}/s ({r['burst_per_s'] / r['baseline_per_s']:.2f}x "
         "the baseline)"
     )
     print(

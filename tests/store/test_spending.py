@@ -33,6 +33,7 @@ def race(store_url: str, limits: SpendingLimits, n: int = 20) -> tuple[list[str]
     barrier = threading.Barrier(n)
     won: list[str] = []
     refused: list[str] = []
+    failed: list[BaseException] = []
 
     def one(i: int, store: Store) -> None:
         barrier.wait()
@@ -40,6 +41,8 @@ def race(store_url: str, limits: SpendingLimits, n: int = 20) -> tuple[list[str]
             won.append(rent(store, limits, 9000 + i))
         except MoneyLimitError as exc:
             refused.append(str(exc))
+        except BaseException as exc:  # a thread's error would otherwise vanish
+            failed.append(exc)
 
     threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate(stores)]
     for t in threads:
@@ -48,6 +51,7 @@ def race(store_url: str, limits: SpendingLimits, n: int = 20) -> tuple[list[str]
         t.join(60)
     for s in stores:
         s.close()
+    assert not failed, failed
     return won, refused
 
 
