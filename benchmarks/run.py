@@ -14,6 +14,7 @@ import bench_rentals
 import bench_sandbox
 import bench_serve
 import bench_transfer
+import bench_webhooks
 
 
 def main() -> int:
@@ -43,6 +44,7 @@ def main() -> int:
     bench_sandbox.main()
     bench_transfer.main([])
     bench_serve.main([])
+    bench_webhooks.main([])
     return 0
 
 
