@@ -288,7 +288,6 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
         server.server_close()
 
 
-@pytest.mark.xfail(strict=False, reason="dispatcher not wired yet")
 def test_a_ping_reaches_the_receiver_signed(
     serve: Any, hooks_env: dict[str, str], capsys: Any
 ) -> None:
