@@ -112,3 +112,19 @@ async def test_a_dropped_listen_connection_is_opened_again(
     await eventually(lambda: bed.receiver.at("/again"), "the notified event", 10)
     assert "no LISTEN connection" in caplog.text
     assert "password" not in caplog.text
+
+
+async def test_a_claim_whose_replica_died_is_sent_by_another_once_it_lapses(bed: Bed) -> None:
+    """A replica that claimed a delivery and died before sending it loses the claim when it
+    lapses; a live replica sends it then, with its webhook-id (nothing waits on the dead one)."""
+    made = await bed.endpoint("/late")
+    bed.tell()
+    [claimed] = bed.store.webhooks.claim("dead-replica", lock_s=0.3)  # then it was killed
+    survivor = bed.dispatcher("r2")
+    assert await survivor.drain() == 0  # still claimed: not sent twice at once
+    await asyncio.sleep(0.35)
+    assert await survivor.drain() == 1
+    [got] = bed.receiver.at("/late")
+    assert got.headers["webhook-id"] == claimed.msg_id
+    assert bed.one(made["id"]).status == "delivered"
+    assert [a.replica for a in bed.store.webhooks.attempts(claimed.id)] == ["r2"]
