@@ -106,7 +106,7 @@ def test_a_429_waits_for_its_retry_after(env: Any, capsys: Any) -> None:
     sandbox = Path(env.control.instance(iid)["sandbox"])
     until(lambda: shown(env, iid)["intended_status"] == "stopped")
     # the emulator logs a request once its answer is sent: after the state it set is visible
-    until(lambda: len(stop_calls(env, iid)) == 3, "the stop's answer in the request log")
+    until(lambda: len(stop_calls(env, iid)) == 3)
     assert stop_calls(env, iid) == [429, 429, 200]
     log = (sandbox / "workspace" / ".gpushop" / "watchdog.log").read_text()
     assert log.count("stop refused (429)") == 2

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from gpushop.store import webhooks as outbox
+from gpushop.store import outbox
 
 from .conftest import Bed
 from .helpers import eventually, verify
@@ -42,7 +42,7 @@ async def test_a_rolled_back_transaction_wakes_nobody(bed: Bed) -> None:
     stop = outbox.on_due(lambda: woken.append(1))
     try:
         with pytest.raises(RuntimeError), bed.store._write() as session:
-            outbox._made_due(session)
+            outbox.made_due(session)
             raise RuntimeError("rolled back")
         assert woken == []
         bed.tell()

@@ -98,7 +98,9 @@ class Replica:
         interval = self.cfg.gpushop_sync_interval
         running: asyncio.Task[None] | None = None
         running_tick = 0
-        seen = int(time.time() // interval) - 1
+        # from the next tick on: the current one is another replica's, or comes soon enough
+        seen = int(time.time() // interval)
+        await asyncio.sleep((seen + 1) * interval - time.time())
         while True:
             now_tick = int(time.time() // interval)
             busy = running is not None and not running.done()

@@ -38,8 +38,7 @@ from gpushop.service.webhook_policy import (
     transport_error,
 )
 from gpushop.service.webhooks import sign, signing_secrets
-from gpushop.store import Store
-from gpushop.store import webhooks as outbox
+from gpushop.store import Store, outbox
 from gpushop.store.secret_box import SecretUnreadable
 from gpushop.store.webhooks import DELIVERED, FAILED, PENDING, Delivery, Endpoint, iso
 

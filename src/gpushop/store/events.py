@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpushop.models import JobState, RentalState
-from gpushop.store import webhooks
+from gpushop.store import outbox
 from gpushop.store.schema import EventRow
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def add(
     )
     session.add(row)
     session.flush()  # its id, for the outbox rows written beside it
-    webhooks.enqueue(session, row)
+    outbox.enqueue(session, row)
 
 
 @dataclass(frozen=True)

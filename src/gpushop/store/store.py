@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import re
-import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -18,17 +16,18 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from gpushop.errors import ConfigError, MoneyLimitError, StoreUnavailable
-from gpushop.models import TERMINAL, JobState, RentalState, can_transition
+from gpushop.models import TERMINAL, RentalState, can_transition
 from gpushop.store import costs, events, spending
 from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normalise_url, sqlite_path
 from gpushop.store.events import Events
+from gpushop.store.guards import StaleState, check_no_secrets, new_rental_id
 from gpushop.store.idempotency import IdempotencyKeys
+from gpushop.store.jobs import JobRecords
 from gpushop.store.locks import LockBusy, advisory_key, file_lock, pg_advisory_lock, thread_lock
 from gpushop.store.migrate import upgrade
-from gpushop.store.records import Job, Rental, RentalEvent, Segment
+from gpushop.store.records import Rental, RentalEvent, Segment
 from gpushop.store.schema import (
     HostBlockRow,
-    JobRow,
     MetaRow,
     RentalEventRow,
     RentalRow,
@@ -46,8 +45,6 @@ Clock = Callable[[], datetime]
 # gpushop_meta key prefix: when `gpushop reconcile` last finished a pass over a provider.
 RECONCILED_AT = "reconciled_at:"
 
-# Crockford's base32, lower case: no i, l, o, u (nothing to misread in a terminal).
-_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _RENTAL_FIELDS = {f.name for f in dataclasses.fields(Rental)}
 # Fields callers may set; the rest (id, state, label, times of record, segments) the store manages.
 SETTABLE = _RENTAL_FIELDS - {
@@ -59,10 +56,6 @@ SETTABLE = _RENTAL_FIELDS - {
     "updated_at",
     "segments",
 }
-_SECRET_KEY = re.compile(
-    r"(^|[_\-.])(api[_\-]?key|token|password|passwd|secret|private[_\-]?key|credentials?)($|[_\-.])",
-    re.IGNORECASE,
-)
 
 
 # States in which a rental holds its offer (or is about to create on it): one at a time.
@@ -83,36 +76,8 @@ class OfferClaimed(Exception):
         self.rival = rival
 
 
-class StaleState(ValueError):
-    """The rental is not in the state the caller expected: another process moved it first.
-
-    A ``ValueError`` like an illegal transition, so ``except ValueError`` catches both; catch this
-    one to tell a lost race from a bug.
-    """
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def new_rental_id() -> str:
-    return "r" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
-
-
-def check_no_secrets(value: Any, where: str = "details") -> None:
-    """Refuse what looks like a credential in a JSON value: the store never holds secrets."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if _SECRET_KEY.search(str(key)):
-                raise ValueError(
-                    f"{where}: key {key!r} looks like a secret; secrets are not stored"
-                )
-            check_no_secrets(item, f"{where}.{key}")
-    elif isinstance(value, list | tuple):
-        for item in value:
-            check_no_secrets(item, where)
-    elif isinstance(value, str) and "PRIVATE KEY-----" in value:
-        raise ValueError(f"{where}: looks like a private key; secrets are not stored")
 
 
 def _seg_to_json(seg: Segment) -> list[Any]:
@@ -185,7 +150,7 @@ def _event_row(
     )
 
 
-class Store:
+class Store(JobRecords):
     """Persistent state of gpushop. Every method is one short transaction; sync (wrap with
     ``asyncio.to_thread`` in async code). Thread-safe: sessions are per call, the pool is shared.
     """
@@ -784,130 +749,6 @@ class Store:
                 }
                 for t, gpu, image, provider in session.execute(query)
             ]
-
-    # -- jobs ----------------------------------------------------------------------------------
-
-    def new_job(
-        self, *, kind: str, name: str, spec: Mapping[str, Any], owner_host: str, owner_pid: int
-    ) -> Job:
-        check_no_secrets(dict(spec), "spec")
-        now = self.clock()
-        job = Job(
-            id="j" + new_rental_id()[1:],
-            kind=kind,
-            name=name,
-            state=JobState.PENDING,
-            created_at=now,
-            updated_at=now,
-            spec=dict(spec),
-            owner_host=owner_host,
-            owner_pid=owner_pid,
-            heartbeat_at=now,
-        )
-        values = dataclasses.asdict(job)
-        values["state"] = job.state.value
-        with self._write() as session:
-            session.add(JobRow(**values))
-        return job
-
-    def get_job(self, job_id: str) -> Job | None:
-        with self._read() as session:
-            row = session.get(JobRow, job_id)
-            return _to_job(row) if row is not None else None
-
-    def list_jobs(self, *, active_only: bool = False) -> builtins.list[Job]:
-        """Jobs, newest first."""
-        query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
-        if active_only:
-            ended = [s.value for s in JobState if s.terminal]
-            query = query.where(JobRow.state.not_in(ended))
-        with self._read() as session:
-            return [_to_job(row) for row in session.scalars(query)]
-
-    def update_job(
-        self, job_id: str, *, expect: Iterable[JobState] | None = None, **fields: Any
-    ) -> Job:
-        """Set fields (``details`` is merged); with ``expect``, only from one of those states
-        (compare-and-set, else :class:`StaleState`)."""
-        unknown = set(fields) - _JOB_SETTABLE
-        if unknown:
-            raise ValueError(f"not settable on a job: {sorted(unknown)}")
-        for key in ("spec", "details", "error"):
-            if fields.get(key) is not None:
-                check_no_secrets(fields[key], key)
-        with self._write() as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise KeyError(f"no job {job_id!r}")
-            if expect is not None and JobState(row.state) not in set(expect):
-                raise StaleState(f"job {job_id} is {row.state}")
-            before = row.state
-            for key, value in fields.items():
-                if key == "details":
-                    value = {**(row.details or {}), **value}
-                elif key == "state":
-                    value = JobState(value).value
-                setattr(row, key, value)
-            row.updated_at = self.clock()
-            told = events.JOB_EVENTS.get(JobState(row.state)) if row.state != before else None
-            if told is not None:  # what the team hears of, in the same transaction
-                events.add(
-                    session,
-                    row.updated_at,
-                    told,
-                    f"job:{job_id}",
-                    user_id=None,
-                    reason=row.error or row.state,
-                    data={"job_id": job_id, "rental_id": row.rental_id, "exit_code": row.exit_code},
-                )
-            session.flush()
-            return _to_job(row)
-
-    def claim_job(
-        self, job_id: str, owner_host: str, owner_pid: int, *, lease_s: float | None = None
-    ) -> Job:
-        now = self.clock()
-        lease = None if lease_s is None else now + timedelta(seconds=lease_s)
-        return self.update_job(
-            job_id, owner_host=owner_host, owner_pid=owner_pid, heartbeat_at=now, lease_until=lease
-        )
-
-    def heartbeat_job(
-        self, job_id: str, owner_host: str, owner_pid: int, *, lease_s: float | None = None
-    ) -> bool:
-        """Refresh the heartbeat (and renew the lease) while we still own the job; False when
-        someone took it over."""
-        now = self.clock()
-        values: dict[str, Any] = {"heartbeat_at": now}
-        if lease_s is not None:
-            values["lease_until"] = now + timedelta(seconds=lease_s)
-        with self._write() as session:
-            result = session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.owner_host == owner_host,
-                    JobRow.owner_pid == owner_pid,
-                )
-                .values(**values)
-            )
-            return bool(getattr(result, "rowcount", 0))
-
-
-_JOB_SETTABLE = {f.name for f in dataclasses.fields(Job)} - {
-    "id",
-    "kind",
-    "created_at",
-    "updated_at",
-}
-
-
-def _to_job(row: JobRow) -> Job:
-    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(Job)}
-    values["state"] = JobState(row.state)
-    values["spec"] = dict(row.spec or {})
-    values["details"] = dict(row.details or {})
-    return Job(**values)
 
 
 def _same(column: Any, value: Any) -> Any:

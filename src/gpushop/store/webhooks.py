@@ -1,4 +1,4 @@
-"""Webhook endpoints and the outbox of their deliveries.
+"""Webhook endpoints and the outbox of their deliveries (the writing side: store/outbox.py).
 
 An event written in a transaction (store/events.py) enqueues, in that same transaction, one
 delivery per endpoint that wants it: the endpoint's owner's events, or every event for an
@@ -11,158 +11,48 @@ loses it and another sends again, with the same ``webhook-id`` (at least once).
 from __future__ import annotations
 
 import builtins
-import logging
-import secrets
-import string
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from sqlalchemy import case, func, or_, select, text, update
-from sqlalchemy import event as sa_event
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import case, func, or_, select, update
 
-from gpushop.store.schema import EventRow, UserRow
+from gpushop.store.outbox import (
+    CHANNEL,
+    DELIVERED,
+    FAILED,
+    HELD,
+    PENDING,
+    body_of,
+    enqueue,
+    iso,
+    made_due,
+    new_endpoint_id,
+    new_msg_id,
+    on_due,
+    wants,
+)
 from gpushop.store.schema_webhooks import WebhookAttemptRow, WebhookDeliveryRow, WebhookEndpointRow
+
+__all__ = [
+    "CHANNEL",
+    "DELIVERED",
+    "FAILED",
+    "HELD",
+    "PENDING",
+    "Attempt",
+    "Delivery",
+    "Endpoint",
+    "Webhooks",
+    "body_of",
+    "enqueue",
+    "iso",
+    "on_due",
+    "wants",
+]
 
 if TYPE_CHECKING:
     from gpushop.store.store import Store
-
-PENDING, DELIVERED, FAILED, HELD = "pending", "delivered", "failed", "held"
-MAX_BODY = 16_000  # the spec asks for bodies under ~20 kB: larger data is cut to its ids
-_ALNUM = string.ascii_letters + string.digits
-# PostgreSQL: a transaction that made deliveries due NOTIFYs this channel at its commit, and
-# every replica's dispatcher LISTENs on it (polling stays the fallback)
-CHANNEL = "gpushop_webhooks"
-_DUE = "gpushop_enqueued"  # Session.info flag: this transaction made deliveries due
-
-log = logging.getLogger("gpushop.webhooks")
-
-# In-process wake-ups: callables run after a commit that made deliveries due (dispatchers'
-# ``wake``; thread-safe, they must not block)
-_wakers: set[Callable[[], None]] = set()
-_wakers_lock = threading.Lock()
-
-
-def on_due(waker: Callable[[], None]) -> Callable[[], None]:
-    """Call ``waker`` after each commit in this process that makes deliveries due; returns the
-    function that stops it."""
-    with _wakers_lock:
-        _wakers.add(waker)
-
-    def stop() -> None:
-        with _wakers_lock:
-            _wakers.discard(waker)
-
-    return stop
-
-
-def _wake_all() -> None:
-    with _wakers_lock:
-        wakers = list(_wakers)
-    for waker in wakers:
-        try:
-            waker()
-        except Exception as exc:  # a closed loop: that dispatcher is gone
-            log.debug("webhook waker failed: %s", type(exc).__name__)
-
-
-def _made_due(session: Session) -> None:
-    """Mark the transaction: its commit wakes this process's dispatchers, and (PostgreSQL)
-    every replica's through NOTIFY, which the server delivers only if it commits."""
-    if session.info.get(_DUE):
-        return
-    session.info[_DUE] = True
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"NOTIFY {CHANNEL}"))
-
-
-@sa_event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.info.pop(_DUE, False):
-        _wake_all()
-
-
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, _previous: SessionTransaction) -> None:
-    session.info.pop(_DUE, None)
-
-
-def new_msg_id() -> str:
-    """A ``webhook-id``: unique per event, the same on every attempt and every endpoint."""
-    return "msg_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
-
-
-def new_endpoint_id() -> str:
-    return "wh_" + "".join(
-        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(16)
-    )
-
-
-def wants(event_types: list[str], type_: str) -> bool:
-    """Whether an endpoint's filter takes this type: empty takes all; ``rental.*`` a family."""
-    if not event_types:
-        return True
-    for wanted in event_types:
-        if wanted == type_ or (wanted.endswith(".*") and type_.startswith(wanted[:-1])):
-            return True
-    return False
-
-
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def body_of(type_: str, at: datetime, data: dict[str, Any]) -> str:
-    """``{type, timestamp, data}``, compact; the exact text that is signed and sent."""
-    text = orjson.dumps({"type": type_, "timestamp": iso(at), "data": data}).decode()
-    if len(text) > MAX_BODY:
-        ids = {k: v for k, v in data.items() if k.endswith("_id") or k in ("event_id", "subject")}
-        text = orjson.dumps(
-            {"type": type_, "timestamp": iso(at), "data": {**ids, "truncated": True}}
-        ).decode()
-    return text
-
-
-def enqueue(session: Session, event: EventRow) -> int:
-    """Outbox rows for the event (flushed, so it has its id), in its transaction; how many."""
-    query = (
-        select(WebhookEndpointRow)
-        .join(UserRow, UserRow.id == WebhookEndpointRow.user_id)
-        .where(UserRow.revoked_at.is_(None))
-    )
-    query = query.where(
-        or_(WebhookEndpointRow.user_id == event.user_id, UserRow.is_admin.is_(True))
-        if event.user_id is not None
-        else UserRow.is_admin.is_(True)
-    )
-    endpoints = [e for e in session.scalars(query) if wants(list(e.event_types), event.type)]
-    if not endpoints:
-        return 0
-    data = {"event_id": event.id, "subject": event.subject, "reason": event.reason, **event.data}
-    body = body_of(event.type, event.at, data)
-    msg_id = new_msg_id()
-    for endpoint in endpoints:
-        session.add(
-            WebhookDeliveryRow(
-                endpoint_id=endpoint.id,
-                event_id=event.id,
-                msg_id=msg_id,
-                event_type=event.type,
-                body=body,
-                # a disabled endpoint's deliveries wait for it to be enabled again
-                status=HELD if endpoint.disabled_at is not None else PENDING,
-                attempts=0,
-                next_attempt_at=event.at,
-                created_at=event.at,
-            )
-        )
-    if any(e.disabled_at is None for e in endpoints):
-        _made_due(session)
-    return len(endpoints)
 
 
 @dataclass(frozen=True)
@@ -357,7 +247,7 @@ class Webhooks:
             )
             resumed = int(getattr(held, "rowcount", 0) or 0)
             if resumed:
-                _made_due(session)
+                made_due(session)
             return resumed
 
     # -- deliveries ----------------------------------------------------------------------------
@@ -382,7 +272,7 @@ class Webhooks:
                 raise KeyError(endpoint_id)
             session.add(row)
             session.flush()
-            _made_due(session)
+            made_due(session)
             return _delivery(row)
 
     def claim(
@@ -518,7 +408,7 @@ class Webhooks:
                 raise KeyError(delivery_id)
             row.status, row.next_attempt_at, row.locked_until = PENDING, self.store.clock(), None
             session.flush()
-            _made_due(session)
+            made_due(session)
             return _delivery(row)
 
     def delivered_since(self, endpoint_id: str, since: datetime) -> bool:
