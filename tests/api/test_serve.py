@@ -95,3 +95,23 @@ def test_the_example_profiles_load(profile: str, environment: dict[str, str]) ->
     assert done.returncode == 0, done.stderr
     url = json.loads(done.stdout)["GPUSHOP_DB_URL"]["value"]
     assert url.startswith("postgresql://") == (profile != "development")
+
+
+def test_production_refuses_webhooks_to_private_addresses(
+    environment: dict[str, str], pg_url: str
+) -> None:
+    """GPUSHOP_WEBHOOK_ALLOW_PRIVATE is for tests and labs: production will not start with it
+    (a webhook URL could then reach the service's own network)."""
+    profile = Path(environment["GPUSHOP_CONFIG_DIR"]) / "production.toml"
+    profile.parent.mkdir(parents=True)
+    profile.write_text("GPUSHOP_WEBHOOK_ALLOW_PRIVATE = true\n")
+    env = {**environment, "GPUSHOP_PROFILE": "production", "GPUSHOP_DB_URL": pg_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "gpushop", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "GPUSHOP_WEBHOOK_ALLOW_PRIVATE" in done.stderr

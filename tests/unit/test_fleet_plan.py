@@ -257,3 +257,12 @@ def test_an_expired_lease_is_a_dead_owner_and_a_live_one_spans_hosts() -> None:
     old_beat = NOW - timedelta(minutes=5)
     assert owners.owner_alive("other", 7, old_beat, NOW, lease_until=lease_long, this_host="h")
     assert not owners.owner_alive("other", 7, beat, NOW, lease_until=lapsed, this_host="h")
+
+
+def test_a_second_instance_under_a_ready_rentals_label_is_an_orphan() -> None:
+    ready = R("r0000000001", RentalState.READY, "1")
+    result = run([ready], [inst("1", lbl(ready.id)), inst("7", lbl(ready.id))])
+    assert result == [(Kind.DESTROY_ORPHAN, "7", None)]  # its own instance "1" is kept
+    # while it is still being created, the rental has no instance id yet: nothing is judged
+    creating = R("r0000000002", RentalState.CREATING, None, alive=True)
+    assert run([creating], [inst("8", lbl(creating.id))]) == []

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 # A live owner refreshes its heartbeat every few seconds; these graces leave ample room.
 SAME_HOST_STALE = timedelta(minutes=10)  # a pid can be reused: a very old heartbeat is dead too
 OTHER_HOST_GRACE = timedelta(minutes=3)
-DEFAULT_LEASE_S = 60.0
+DEFAULT_LEASE_S = 180.0  # a CLI process: as long as the old grace (a laptop that sleeps a while)
 MAX_BEAT_S = 5.0
 
 

@@ -11,6 +11,8 @@ Rules (issue: rentals, section 5):
 - An active rental past its max duration is **released**.
 - An interruptible instance whose states all say stopped was **outbid**: interrupted, then
   released unless the user asked to keep it.
+- An instance under the label of a live rental that has another instance is an **orphan** too
+  (a duplicate create): destroyed, the rental's own instance kept.
 - Instances without our deployment's label are never touched.
 - A provisioning rental handed over by ``up --no-wait`` (detached) is treated as active.
 """
@@ -122,6 +124,18 @@ def plan(
             kind = Kind.FINISH_RELEASE if rental.state is RentalState.RELEASING else Kind.ABANDONED
             actions.append(
                 Action(kind, f"owner of the {rental.state} rental is gone", iid, rental.id)
+            )
+        elif rental.instance_id and iid != rental.instance_id:
+            # a second create under one label (a create retried after its sender died, whose
+            # first copy landed late): the rental has its own instance, this one is nobody's
+            actions.append(
+                Action(
+                    Kind.DESTROY_ORPHAN,
+                    f"a second instance under the label of rental {rental.id}"
+                    f" (whose instance is {rental.instance_id})",
+                    iid,
+                    None,
+                )
             )
         elif rental.deadline <= now:
             actions.append(Action(Kind.EXPIRED, "max duration reached", iid, rental.id))
