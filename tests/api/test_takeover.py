@@ -16,6 +16,7 @@ from gpushop.models import CreateRequest, OfferQuery, RentalState
 from gpushop.service.replica import Replica
 from gpushop.shop import Shop
 from gpushop.store import Store
+from waiting import until_async
 
 from .test_rentals_api import live_instances
 
@@ -81,4 +82,39 @@ async def test_a_lapsed_provisioning_is_finished_and_an_empty_one_failed(
     finally:
         await first.aclose()
         await second.aclose()
+        store.close()
+
+
+async def test_a_replica_whose_rental_was_taken_over_stops_without_releasing_it(
+    environment: dict[str, str], emulator: Any
+) -> None:
+    """Two owners must not drive one rental: a provisioner whose lease lapsed (a stalled
+    replica) and whose rental another took over stops at its next renewal, leaving the instance
+    to the new owner instead of releasing it under them."""
+    from gpushop.fleet.provision import LeaseLost
+    from gpushop.service.team_rentals import RentalRequest, up_options
+
+    emulator.control.reset(speed=1.0, provision_delay_s=1.0, loading_delay_s=3.0)
+    cfg = load_settings()
+    store = Store.open(cfg.db_url)
+    user = store.users.add("bob", digest="b" * 64, hint="gps_b", is_admin=False)
+    opts = up_options(cfg, RentalRequest(min_vram=24), user)
+    owner = Owner.me(lease_s=3.0)
+    try:
+        async with Shop(cfg) as shop:
+            up = asyncio.create_task(shop.provisioner(owner).up(opts, lambda line: None))
+
+            def provisioning() -> Any:
+                found = store.list(states=[RentalState.PROVISIONING])
+                return found[0] if found else None
+
+            rental = await until_async(lambda: asyncio.to_thread(provisioning), "provisioning")
+            assert store.take_over(rental, "another-replica", 99, lease_s=30) is not None
+            with pytest.raises(LeaseLost):
+                await asyncio.wait_for(up, 30)
+        kept = store.get(rental.id)
+        assert kept is not None and kept.state is RentalState.PROVISIONING
+        assert kept.owner_host == "another-replica"
+        assert [str(i["id"]) for i in live_instances(emulator)] == [kept.instance_id]
+    finally:
         store.close()

@@ -19,6 +19,7 @@ CORE = {
     "gpushop.offer_flags",
     "gpushop.offer_ids",
     "gpushop.matching",
+    "gpushop.metrics",  # counters the layers update where things happen (/metrics)
 }
 ALLOWED = {
     "emulator": set(),

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpushop import __version__
-from gpushop.api import errors, events, market, rentals, reports, webhooks
+from gpushop.api import errors, events, market, metrics, rentals, reports, webhooks
 from gpushop.api.auth import CurrentUser, Stores
 from gpushop.api.limits import RequestLimits
 from gpushop.config import Settings
@@ -60,6 +60,8 @@ def create_app(cfg: Settings) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
+    app.add_middleware(metrics.Timing)
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])

@@ -225,10 +225,16 @@ class Provisioner:
         self.store.record_timing(rental.id, "offer_chosen", self._search_s)
         if claimed is not None:
             claimed(rental)
-        beat = asyncio.create_task(self._heartbeat(rental.id))
+        lost: list[str] = []
+        beat = asyncio.create_task(self._heartbeat(rental.id, asyncio.current_task(), lost))
         try:
             return await self._create_and_wait(rental, offer, provider, opts, progress)
         except BaseException as exc:
+            if lost:  # another process took it over: it is theirs to finish or release
+                raise LeaseLost(
+                    f"rental {rental.id} was taken over by another process (this one's lease"
+                    " lapsed before it was renewed)"
+                ) from None
             # Whatever happened (an error, a timeout, Ctrl-C), nothing may keep billing.
             await asyncio.shield(self._cleanup(rental.id, provider, exc, progress))
             raise
@@ -446,20 +452,33 @@ class Provisioner:
                 " `gpushop reconcile` will destroy it"
             )
 
-    async def _heartbeat(self, rental_id: str) -> None:
+    async def _heartbeat(
+        self, rental_id: str, work: asyncio.Task[Any] | None, lost: list[str]
+    ) -> None:
+        """Renew the lease; if another process took the rental over meanwhile (ours lapsed),
+        stop the work on it: two owners must not drive one rental."""
         while True:
             await asyncio.sleep(self.owner.beat_s)
-            await asyncio.to_thread(
+            kept = await asyncio.to_thread(
                 self.store.heartbeat,
                 [rental_id],
                 self.owner.host,
                 self.owner.pid,
                 lease_s=self.owner.lease_s,
             )
+            if rental_id not in kept:
+                lost.append(rental_id)
+                if work is not None:
+                    work.cancel()
+                return
 
 
 class HostLied(GpushopError):
     pass
+
+
+class LeaseLost(GpushopError):
+    """The rental was taken over by another process while this one was working on it."""
 
 
 def with_watchdog(

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from gpushop import metrics
 from gpushop.errors import ProviderError, ProviderUnavailable, QuotaExceeded, RateLimited
 from gpushop.providers.ratelimit import EndpointLimit, RateLimiter
 
@@ -149,6 +150,7 @@ class HttpClient:
                     method, path, params=params, json=json, headers=headers
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                metrics.PROVIDER_CALLS.labels(self.provider, endpoint, "unreachable").inc()
                 # Nothing reached the server: safe to retry whatever the call.
                 error: ProviderError = ProviderUnavailable(
                     f"cannot reach {self.display_name} at {self.public_url}",
@@ -162,6 +164,7 @@ class HttpClient:
                     continue
                 raise error from exc
             except httpx.TransportError as exc:
+                metrics.PROVIDER_CALLS.labels(self.provider, endpoint, "connection_lost").inc()
                 # The request may have been acted on (read timeout, connection dropped).
                 error = ProviderUnavailable(
                     f"lost the connection to {self.display_name} during {endpoint}"
@@ -175,6 +178,11 @@ class HttpClient:
                 raise error from exc
             elapsed = time.perf_counter() - started
             log.debug("%s %s -> %s in %.3fs", method, endpoint, response.status_code, elapsed)
+            outcome = metrics.provider_outcome(response.status_code)
+            metrics.PROVIDER_CALLS.labels(self.provider, endpoint, outcome).inc()
+            metrics.PROVIDER_SECONDS.labels(self.provider, endpoint).observe(elapsed)
+            if response.status_code == 429:
+                metrics.RATE_LIMITED.labels(self.provider).inc()
             if response.status_code < 400:
                 if not response.content:
                     return None

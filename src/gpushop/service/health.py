@@ -12,6 +12,8 @@ from gpushop.config import Settings
 from gpushop.errors import ConfigError, GpushopError, StoreUnavailable
 from gpushop.shop import Shop
 from gpushop.store import Store
+from gpushop.store.census import Census
+from gpushop.store.census import take as take_census
 
 PROBE_TIMEOUT_S = 5.0  # a provider slower than this is reported down, not waited for
 
@@ -98,3 +100,8 @@ def _ms(started: float) -> float:
 
 
 __all__ = ["Probe", "Readiness", "StoreUnavailable", "check_deployment"]
+
+
+def census(store: Store) -> Census:
+    """Rentals and jobs by state, spend, deliveries by status (for /metrics)."""
+    return take_census(store)

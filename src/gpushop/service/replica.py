@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from gpushop import metrics
 from gpushop.config import Settings
 from gpushop.errors import GpushopError
 from gpushop.fleet import takeover
@@ -58,7 +59,7 @@ class Replica:
     def start(self) -> None:
         """Start the background work; none of it needs the store to answer yet (a service
         whose store is down still starts, and says so on /readyz)."""
-        for work in (self._sync_loop(), self._takeover_loop(), self._deliveries()):
+        for work in (self._sync_loop(), self._takeover_loop(), self._deliveries(), _lag_probe()):
             self._tasks.append(asyncio.create_task(work))
 
     async def _deliveries(self) -> None:
@@ -130,6 +131,8 @@ class Replica:
         return store.ticks.take(SYNC, tick, self.name)
 
     async def _run(self, store: Store, tick: int) -> None:
+        late = time.time() - tick * self.cfg.gpushop_sync_interval
+        metrics.LOOP_LAG.labels("sync").set(max(0.0, late))
         try:
             outcome = await self.sync_once()
         except (GpushopError, OSError) as exc:
@@ -211,6 +214,7 @@ class Replica:
             if won is None:
                 continue  # another replica was first
             log.warning("took over %s rental %s from %s", won.state, won.id, rental.owner_host)
+            metrics.TAKEOVERS.inc()
             self._finishing[won.id] = asyncio.create_task(self._finish(won))
             claimed.append(won.id)
         return claimed
@@ -243,3 +247,12 @@ class Replica:
                     await install_ssh_keys(self.cfg, rental.id, [line for _, line, _ in keys])
         except GpushopError as exc:
             log.warning("finishing %s after a takeover: %s", rental.id, exc)
+
+
+async def _lag_probe(every_s: float = 1.0) -> None:
+    """How late this process's event loop runs what is due: a sleep's oversleep. Blocking
+    calls on the loop (a sync store call) show here before they show in latencies."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(every_s)
+        metrics.LOOP_LAG.labels("event_loop").set(time.perf_counter() - started - every_s)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import httpx
 
 import gpushop
+from gpushop import metrics
 from gpushop.config import Settings
 from gpushop.errors import ConfigError, UsageError
 from gpushop.net_guard import AddressRefused, Unresolvable, post_pinned
@@ -262,6 +263,15 @@ class Dispatcher:
                 next_attempt_at=at,
             )
 
+        metrics.WEBHOOK_ATTEMPTS.labels(
+            "delivered"
+            if result.ok
+            else "disabled"
+            if result.status_code == 410
+            else "failed"
+            if endpoint is None or delivery.attempts + 1 >= ATTEMPTS
+            else "retry"
+        ).inc()
         if result.ok:
             record(DELIVERED)
         elif endpoint is None:
