@@ -118,3 +118,39 @@ async def test_a_replica_whose_rental_was_taken_over_stops_without_releasing_it(
         assert [str(i["id"]) for i in live_instances(emulator)] == [kept.instance_id]
     finally:
         store.close()
+
+
+async def test_the_sync_jobs_reconcile_leaves_the_services_rentals_to_the_takeovers(
+    environment: dict[str, str], emulator: Any
+) -> None:
+    """Between a takeover pass and reconcile a lease may lapse: reconcile must not release a
+    service rental a takeover would finish (a CLI's abandoned rental it still releases)."""
+    from gpushop.fleet.reconcile import reconcile
+    from gpushop.service.replica import ours_to_take_over
+
+    cfg = load_settings(gpushop_lease_seconds=5)
+    store = Store.open(cfg.db_url)
+    user = store.users.add("carl", digest="c" * 64, hint="gps_c", is_admin=False)
+    theirs = _abandoned(store, user.id)
+    cli_rental = store.new_rental(
+        provider="vastai",
+        max_duration_s=3600,
+        owner_host="laptop-gone",
+        owner_pid=7,
+        lease_until=datetime.now(UTC) - timedelta(seconds=1),
+    ).id
+    replica = Replica(cfg, lambda: store)
+    try:
+        report = await reconcile(
+            store,
+            replica.shop.provider_map(),
+            owner=replica.owner,
+            taken_care_of=ours_to_take_over,
+        )
+        judged = {a["rental_id"] for a in report.actions if a["kind"] == "abandoned"}
+        assert judged == {cli_rental}
+        kept = store.get(theirs)
+        assert kept is not None and kept.state is RentalState.REQUESTED
+    finally:
+        await replica.aclose()
+        store.close()

@@ -90,6 +90,8 @@ def test_a_burst_of_503s_on_the_stop_ends_with_the_instance_stopped(
         sentinel.wait()
         assert sentinel.stdout is not None
         sentinel.stdout.close()
+    # the emulator logs a request once its answer is sent: after the state it set is visible
+    until(lambda: len(stop_calls(env, iid)) == 7)
     assert stop_calls(env, iid) == [503] * 6 + [200]  # retried until the API said yes
     log = (sandbox / "workspace" / ".gpushop" / "watchdog.log").read_text()
     assert log.count("stop refused (503)") == 6  # (the stop it asked for then ended it)
@@ -105,8 +107,7 @@ def test_a_429_waits_for_its_retry_after(env: Any, capsys: Any) -> None:
     iid = int(rental["instance_id"])
     sandbox = Path(env.control.instance(iid)["sandbox"])
     until(lambda: shown(env, iid)["intended_status"] == "stopped")
-    # the emulator logs a request once its answer is sent: after the state it set is visible
-    until(lambda: len(stop_calls(env, iid)) == 3)
+    until(lambda: len(stop_calls(env, iid)) == 3)  # logged after its answer (see above)
     assert stop_calls(env, iid) == [429, 429, 200]
     log = (sandbox / "workspace" / ".gpushop" / "watchdog.log").read_text()
     assert log.count("stop refused (429)") == 2

@@ -4,7 +4,7 @@ two reconcilers never fight (a lock in the store). The decisions are in ``reconc
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,18 +49,22 @@ async def reconcile(
     owner: Owner | None = None,
     record: bool = False,
     tell_idle: bool = True,
+    taken_care_of: Callable[[RentalView], bool] | None = None,
 ) -> ReconcileReport:
     """``record``: note in the store that each provider was watched (``gpushop reconcile``;
     not `up`'s own pass, which protects nothing once `up` has returned), and tell
     ``reconcile.completed`` (``tell_idle=False``: only a pass that acted or erred, as the
-    service's sync job does every minute)."""
+    service's sync job does every minute). ``taken_care_of``: in-flight rentals someone else
+    finishes when their owner dies (the service's takeovers): never judged abandoned here."""
     report = ReconcileReport(dry_run=dry_run)
     try:
         with store.reconcile_lock(wait=False):
             for name, provider in providers.items():
                 if not provider.has_credentials:
                     continue
-                await _one(store, name, provider, report, now or datetime.now(UTC), owner)
+                await _one(
+                    store, name, provider, report, now or datetime.now(UTC), owner, taken_care_of
+                )
                 if record and not dry_run:
                     store.record_reconcile(name, now or datetime.now(UTC))
             if record and not dry_run and (tell_idle or report.actions or report.errors):
@@ -83,6 +87,7 @@ async def _one(
     report: ReconcileReport,
     now: datetime,
     owner: Owner | None,
+    taken_care_of: Callable[[RentalView], bool] | None = None,
 ) -> None:
     instances = await provider.list_instances(
         label_prefix=labels.deployment_prefix(store.deployment_id)
@@ -105,6 +110,8 @@ async def _one(
     def alive(r: RentalView) -> bool:
         if r.owner_host == me.host and r.owner_pid == me.pid:
             return True  # our own process (e.g. `up` reconciling first) is alive by definition
+        if taken_care_of is not None and taken_care_of(r):
+            return True  # not ours to judge: a takeover finishes it
         return owner_alive(
             r.owner_host, r.owner_pid, r.heartbeat_at, now, lease_until=r.lease_until
         )

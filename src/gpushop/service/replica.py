@@ -24,6 +24,7 @@ from gpushop.errors import GpushopError
 from gpushop.fleet import takeover
 from gpushop.fleet.owners import Owner, owner_alive
 from gpushop.fleet.reconcile import reconcile
+from gpushop.fleet.reconcile_plan import RentalView
 from gpushop.fleet.release import release_rental
 from gpushop.models import RentalState
 from gpushop.shop import Shop
@@ -147,7 +148,12 @@ class Replica:
         outcome["taken_over"] = await self.take_over_abandoned()
         try:
             report = await reconcile(
-                self.store, self.shop.provider_map(), record=True, owner=self.owner, tell_idle=False
+                self.store,
+                self.shop.provider_map(),
+                record=True,
+                owner=self.owner,
+                tell_idle=False,
+                taken_care_of=ours_to_take_over,
             )
             outcome["reconcile"] = {
                 "actions": len(report.actions),
@@ -194,7 +200,7 @@ class Replica:
         now = datetime.now(UTC)
         claimed: list[str] = []
         for rental in rentals:
-            if rental.user_id is None or rental.details.get("detached"):
+            if not ours_to_take_over(rental):
                 continue  # a CLI's rental: reconcile's to judge
             if rental.id in self._finishing or owner_alive(
                 rental.owner_host,
@@ -256,3 +262,9 @@ async def _lag_probe(every_s: float = 1.0) -> None:
         started = time.perf_counter()
         await asyncio.sleep(every_s)
         metrics.LOOP_LAG.labels("event_loop").set(time.perf_counter() - started - every_s)
+
+
+def ours_to_take_over(rental: RentalView) -> bool:
+    """The service's rentals (made through the API) are finished by a takeover when their
+    owner dies; a CLI's are reconcile's to judge (abandoned: released)."""
+    return rental.user_id is not None and not rental.details.get("detached")
