@@ -139,3 +139,43 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# DESIGN.md "Services": Redis on 127.0.0.1:6379, no password; tests share its database 0, so each
+# test keeps to its own key prefix and deletes only its own keys (never FLUSHALL / FLUSHDB).
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class RedisURL(str):
+    """A Redis URL, and the key prefix this test alone uses (``.prefix``)."""
+
+    prefix: str
+
+
+@pytest.fixture
+def redis_url() -> Iterator[RedisURL]:
+    """The test Redis's URL with a key prefix of this test's own (``redis_url.prefix``); the
+    keys under it are deleted afterwards (SCAN + DEL). A Redis that does not answer fails in CI
+    (CI=true) and skips locally."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        client.close()
+        message = f"Redis at 127.0.0.1:6379 does not answer ({exc}): see DESIGN.md, Services"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    url = RedisURL(REDIS_URL)
+    url.prefix = f"gpushop-test:{uuid.uuid4().hex[:12]}:"
+    try:
+        yield url
+    finally:
+        try:
+            keys = list(client.scan_iter(match=f"{url.prefix}*", count=500))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+        finally:
+            client.close()

@@ -52,6 +52,8 @@ class Shop:
         self._store: Store | None = None
 
     def _build(self, name: str) -> Provider:
+        redis = self.settings.gpushop_redis_url  # with it, the limits are shared by every host
+        redis_url = (redis.get_secret_value() or None) if redis else None
         if name == "vastai":
             from gpushop.providers.vastai import VastAIProvider
 
@@ -63,6 +65,7 @@ class Shop:
                 rate_limit=self.settings.gpushop_rate_limit,
                 # every gpushop process on this machine queues for the same limits
                 shared_limits_dir=cache_dir() / "ratelimit",
+                redis_url=redis_url,
             )
         from gpushop.providers.tensordock import Sizing, TensorDockProvider
 
@@ -73,6 +76,7 @@ class Shop:
             transport=self._transport,
             rate_limit=self.settings.gpushop_rate_limit,
             shared_limits_dir=cache_dir() / "ratelimit",
+            redis_url=redis_url,
             sizing=Sizing(
                 vcpu_per_gpu=self.settings.tensordock_vcpu_per_gpu,
                 ram_gb_per_gpu=self.settings.tensordock_ram_gb_per_gpu,

@@ -24,7 +24,7 @@ import httpx
 
 from gpushop import metrics
 from gpushop.errors import ProviderError, ProviderUnavailable, QuotaExceeded, RateLimited
-from gpushop.providers.ratelimit import EndpointLimit, RateLimiter
+from gpushop.providers.ratelimit import REDIS_PREFIX, EndpointLimit, RateLimiter
 
 log = logging.getLogger("gpushop.http")
 
@@ -84,6 +84,8 @@ class HttpClient:
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str = "gpushop",
         shared_limits_dir: Path | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = REDIS_PREFIX,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.provider = provider
@@ -92,7 +94,14 @@ class HttpClient:
         self.public_url = (public_url or base_url).rstrip("/")
         self._token = token
         self._map_error = error_mapper
-        self.limiter = RateLimiter(limits or {}, default_limit, shared_limits_dir)
+        # with redis_url the limits are shared by every host (keys under redis_prefix)
+        self.limiter = RateLimiter(
+            limits or {},
+            default_limit,
+            shared_limits_dir,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+        )
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._client = httpx.AsyncClient(
@@ -111,6 +120,7 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self.limiter.aclose()
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -197,9 +207,7 @@ class HttpClient:
                     ) from exc
             error = self._map_error(response, endpoint)
             if isinstance(error, RateLimited):
-                bucket = self.limiter.bucket(endpoint)
-                if bucket is not None:
-                    bucket.drain()
+                await self.limiter.drain(endpoint)
             # 429 means the server did not act; a 5xx might have, so only idempotent calls.
             retry_ok = response.status_code == 429 or (
                 idempotent and response.status_code in RETRY_STATUSES

@@ -12,6 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from gpushop.providers.ratelimit_redis import RedisLink, RedisTokenBucket
+
+# Redis keys of the shared buckets: <prefix><provider>:<account>:<endpoint> (ratelimit_redis)
+REDIS_PREFIX = "gpushop:ratelimit:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +27,9 @@ class EndpointLimit:
 
     interval_s: float
     burst: int = 2
+
+
+Bucket: TypeAlias = "TokenBucket | SharedTokenBucket | RedisTokenBucket"
 
 
 class TokenBucket:
@@ -63,32 +73,51 @@ class TokenBucket:
 
 class RateLimiter:
     """Buckets keyed by endpoint template ("POST /bundles/"), not by id. With ``shared_dir``
-    the buckets are shared by every process using the same directory (see SharedTokenBucket)."""
+    the buckets are shared by every process using the same directory (see SharedTokenBucket);
+    with ``redis_url`` by every process on any host using the same Redis and ``redis_prefix``
+    (see ratelimit_redis: a key per endpoint under the prefix; the local bucket, file or memory,
+    serves while Redis does not answer)."""
 
     def __init__(
         self,
         limits: dict[str, EndpointLimit],
         default: EndpointLimit | None,
         shared_dir: Path | None = None,
+        *,
+        redis_url: str | None = None,
+        redis_prefix: str = REDIS_PREFIX,
     ) -> None:
         self._limits = limits
         self._default = default
         self._shared_dir = shared_dir
-        self._buckets: dict[str, TokenBucket | SharedTokenBucket] = {}
+        self._redis_url = redis_url
+        self._redis_prefix = redis_prefix
+        self._redis: RedisLink | None = None
+        self._buckets: dict[str, Bucket] = {}
         self.enabled = True
 
-    def bucket(self, endpoint: str) -> TokenBucket | SharedTokenBucket | None:
+    def bucket(self, endpoint: str) -> Bucket | None:
         if not self.enabled:
             return None
         if endpoint not in self._buckets:
             limit = self._limits.get(endpoint, self._default)
             if limit is None:
                 return None
+            name = hashlib.sha256(endpoint.encode()).hexdigest()[:16]
+            local: TokenBucket | SharedTokenBucket
             if self._shared_dir is not None:
-                name = hashlib.sha256(endpoint.encode()).hexdigest()[:16]
-                self._buckets[endpoint] = SharedTokenBucket(limit, self._shared_dir / name)
+                local = SharedTokenBucket(limit, self._shared_dir / name)
             else:
-                self._buckets[endpoint] = TokenBucket(limit)
+                local = TokenBucket(limit)
+            self._buckets[endpoint] = local
+            if self._redis_url:
+                # imported on first use: redis costs ~120 ms, and most runs have no Redis
+                from gpushop.providers.ratelimit_redis import RedisLink, RedisTokenBucket
+
+                if self._redis is None:
+                    self._redis = RedisLink(self._redis_url)
+                key = f"{self._redis_prefix}{name}"
+                self._buckets[endpoint] = RedisTokenBucket(limit, self._redis, key, fallback=local)
         return self._buckets[endpoint]
 
     async def acquire(self, endpoint: str) -> None:
@@ -96,10 +125,31 @@ class RateLimiter:
         if bucket is not None:
             await bucket.acquire()
 
+    async def drain(self, endpoint: str) -> None:
+        """After a 429 from ``endpoint``: its bucket (and every process sharing it) is empty."""
+        bucket = self.bucket(endpoint)
+        if isinstance(bucket, TokenBucket | SharedTokenBucket):
+            bucket.drain()
+        elif bucket is not None:
+            await bucket.drain()
 
-# The longest queue a shared bucket's file is believed to hold. Real queues are a few calls deep
-# (each waiting process reserves one slot); anything deeper was written by a bug or a wrong clock.
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+# The longest queue a shared bucket (file or Redis) is believed to hold. Real queues are a few calls
+# deep (each waiting process reserves one slot); anything deeper was written by a bug or a wrong
+# clock.
 MAX_QUEUE_WAIT_S = 120.0
+
+
+def deepest_queue(limit: EndpointLimit) -> float:
+    """The lowest token count a shared bucket believes: at most MAX_QUEUE_WAIT_S of reserved
+    slots."""
+    if limit.interval_s <= 0:
+        return 0.0
+    return -max(1.0, MAX_QUEUE_WAIT_S / limit.interval_s)
 
 
 class SharedTokenBucket:
@@ -151,13 +201,7 @@ class SharedTokenBucket:
         # A time in the future means the clock stepped back since it was written: count no
         # refill rather than a negative one (which would queue every process for that long).
         updated = min(updated, now)
-        return max(self._min_tokens(), min(tokens, float(self.limit.burst))), updated
-
-    def _min_tokens(self) -> float:
-        """The deepest queue believed: at most MAX_QUEUE_WAIT_S of reserved slots."""
-        if self.limit.interval_s <= 0:
-            return 0.0
-        return -max(1.0, MAX_QUEUE_WAIT_S / self.limit.interval_s)
+        return max(deepest_queue(self.limit), min(tokens, float(self.limit.burst))), updated
 
     def _reserve(self) -> float:
         """Take a token (possibly a future one); returns how long to wait for it."""

@@ -41,7 +41,7 @@ from gpushop.models import (
 )
 from gpushop.providers.base import CreateResult
 from gpushop.providers.http import HttpClient, RetryPolicy
-from gpushop.providers.ratelimit import EndpointLimit, RateLimiter, SharedTokenBucket, TokenBucket
+from gpushop.providers.ratelimit import REDIS_PREFIX, Bucket, EndpointLimit, RateLimiter
 from gpushop.providers.tensordock import errors, mapping, pricing, query
 from gpushop.providers.tensordock.mapping import DISPLAY_NAME, NAME
 
@@ -66,7 +66,7 @@ STOP_WARNING = (
 class OrganizationRateLimiter(RateLimiter):
     """One bucket for every endpoint: TensorDock counts all of an organization's calls."""
 
-    def bucket(self, endpoint: str) -> TokenBucket | SharedTokenBucket | None:
+    def bucket(self, endpoint: str) -> Bucket | None:
         return super().bucket(ORG_BUCKET)
 
 
@@ -88,6 +88,8 @@ class TensorDockProvider:
         retry: RetryPolicy | None = None,
         rate_limit: bool = True,
         shared_limits_dir: Path | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = REDIS_PREFIX,
         sizing: pricing.Sizing | None = None,
         hostnodes_ttl_s: float = HOSTNODES_TTL_S,
         rng: random.Random | None = None,
@@ -96,9 +98,9 @@ class TensorDockProvider:
         self.sizing = sizing or pricing.Sizing()
         self.hostnodes_ttl_s = hostnodes_ttl_s
         self._rng = rng or random.Random()
+        # one queue per server and token: the limit is the organization's, not the process's
+        ident = hashlib.sha256(f"{self.url}|{api_token or ''}".encode()).hexdigest()[:16]
         if shared_limits_dir is not None:
-            # one queue per server and token: the limit is the organization's, not the process's
-            ident = hashlib.sha256(f"{self.url}|{api_token or ''}".encode()).hexdigest()[:16]
             shared_limits_dir = shared_limits_dir / ident
         self.http = HttpClient(
             provider=NAME,
@@ -110,7 +112,13 @@ class TensorDockProvider:
             transport=transport,
             user_agent=f"gpushop/{__version__}",
         )
-        self.http.limiter = OrganizationRateLimiter({}, LIMIT, shared_limits_dir)
+        self.http.limiter = OrganizationRateLimiter(
+            {},
+            LIMIT,
+            shared_limits_dir,
+            redis_url=redis_url,
+            redis_prefix=f"{redis_prefix}{NAME}:{ident}:",
+        )
         self.http.limiter.enabled = rate_limit
         self._nodes: list[dict[str, Any]] | None = None
         self._nodes_at = 0.0

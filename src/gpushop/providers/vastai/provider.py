@@ -14,7 +14,7 @@ from gpushop.errors import AuthFailed, BadRequest, NotFound, ProviderUnavailable
 from gpushop.models import CreateRequest, Feature, Instance, Offer, OfferQuery, SortKey
 from gpushop.providers.base import CreateResult
 from gpushop.providers.http import HttpClient, RetryPolicy
-from gpushop.providers.ratelimit import EndpointLimit
+from gpushop.providers.ratelimit import REDIS_PREFIX, EndpointLimit
 from gpushop.providers.vastai import mapping, query, watchdog
 from gpushop.providers.vastai.errors import map_error
 
@@ -64,11 +64,13 @@ class VastAIProvider:
         retry: RetryPolicy | None = None,
         rate_limit: bool = True,
         shared_limits_dir: Path | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = REDIS_PREFIX,
     ) -> None:
         self.url = url.rstrip("/")
+        # one queue per server and key: the provider limits per key, not per process or host
+        ident = hashlib.sha256(f"{self.url}|{api_key or ''}".encode()).hexdigest()[:16]
         if shared_limits_dir is not None:
-            # one queue per server and key: the provider limits per key, not per process
-            ident = hashlib.sha256(f"{self.url}|{api_key or ''}".encode()).hexdigest()[:16]
             shared_limits_dir = shared_limits_dir / ident
         self.http = HttpClient(
             provider=self.name,
@@ -83,6 +85,8 @@ class VastAIProvider:
             transport=transport,
             user_agent=f"gpushop/{__version__}",
             shared_limits_dir=shared_limits_dir,
+            redis_url=redis_url,
+            redis_prefix=f"{redis_prefix}{self.name}:{ident}:",
         )
         self.http.limiter.enabled = rate_limit
 
