@@ -475,6 +475,10 @@ def run(args: list[str]) -> int:
                 stderr=log,
                 start_new_session=True,
             )
+        # as dockerd, answer once the container has started (a `docker ps` right after lists it)
+        deadline = time.monotonic() + 20
+        while _read_meta(cdir).get("state") == "created" and time.monotonic() < deadline:
+            time.sleep(0.01)
         print(cid, flush=True)
         return 0
     supervisor = subprocess.Popen([*me, "__supervise", str(cdir)], start_new_session=True)
