@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     gpushop_db_url: str | None = None
     gpushop_budget_usd: float | None = Field(default=None, ge=0)
     gpushop_redis_url: SecretStr | None = None
+    # what every key gpushop writes in Redis starts with (two deployments may share one Redis)
+    gpushop_redis_prefix: str = "gpushop:"
     gpushop_profile: Literal["development", "staging", "production"] | None = None
     gpushop_market_ttl: float = Field(default=60.0, ge=0)
     # Pace every call at the provider's published limits (shared by the processes of this

@@ -127,7 +127,20 @@ class Shop:
             from gpushop.market.cache import MarketCache
             from gpushop.market.service import Market
 
-            cache = MarketCache(cache_dir(), self.settings.gpushop_market_ttl)
+            ttl = self.settings.gpushop_market_ttl
+            redis_url = self.settings.gpushop_redis_url
+            cache: MarketCache
+            if redis_url is not None:  # one cache for every replica and host
+                from gpushop.market.cache_redis import RedisMarketCache
+
+                cache = RedisMarketCache(
+                    redis_url.get_secret_value(),
+                    self.settings.gpushop_redis_prefix,
+                    cache_dir(),
+                    ttl,
+                )
+            else:
+                cache = MarketCache(cache_dir(), ttl)
             self._market = Market(self.providers(), cache, self.preferred())
         return self._market
 

@@ -38,11 +38,20 @@ class MarketCache:
             return None
         path = self._path(key)
         try:
-            raw: Any = orjson.loads(path.read_bytes())
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, orjson.JSONDecodeError):
+        except OSError:
             log.warning("ignoring unreadable market cache %s", path)
+            return None
+        return self.decode(key, raw, str(path))
+
+    def decode(self, key: str, data: bytes, where: str) -> tuple[float, list[Offer]] | None:
+        """A stored snapshot, if it is this key's, in this format, and fresh."""
+        try:
+            raw: Any = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("ignoring unreadable market cache %s", where)
             return None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("key") != key:
             return None
@@ -55,7 +64,8 @@ class MarketCache:
             return None
         return fetched_at, offers
 
-    def put(self, key: str, offers: list[Offer]) -> None:
+    @staticmethod
+    def encode(key: str, offers: list[Offer]) -> bytes:
         payload = {
             "format": FORMAT,
             "key": key,
@@ -63,11 +73,14 @@ class MarketCache:
             # orjson writes dataclasses natively: 30x faster than dataclasses.asdict's deep copy
             "offers": offers,
         }
+        return orjson.dumps(payload)
+
+    def put(self, key: str, offers: list[Offer]) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".market-", suffix=".tmp")
             with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps(payload))
+                fh.write(self.encode(key, offers))
             os.replace(tmp, self._path(key))
         except OSError as exc:  # a cache that cannot be written is only slower, never fatal
             log.warning("cannot write market cache: %s", exc)
