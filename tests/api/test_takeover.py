@@ -91,7 +91,7 @@ async def test_a_replica_whose_rental_was_taken_over_stops_without_releasing_it(
     """Two owners must not drive one rental: a provisioner whose lease lapsed (a stalled
     replica) and whose rental another took over stops at its next renewal, leaving the instance
     to the new owner instead of releasing it under them."""
-    from gpushop.fleet.provision import LeaseLost
+    from gpushop.fleet.lease import LeaseLost
     from gpushop.service.team_rentals import RentalRequest, up_options
 
     emulator.control.reset(speed=1.0, provision_delay_s=1.0, loading_delay_s=3.0)

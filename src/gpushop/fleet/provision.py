@@ -28,7 +28,7 @@ from gpushop.errors import (
     ProviderError,
     ProviderUnavailable,
 )
-from gpushop.fleet import choice, money, rebid, verify
+from gpushop.fleet import choice, lease, money, rebid, verify
 from gpushop.fleet.connect import connect_rental
 from gpushop.fleet.owners import Owner
 from gpushop.fleet.reconcile_plan import outbid
@@ -226,15 +226,14 @@ class Provisioner:
         if claimed is not None:
             claimed(rental)
         lost: list[str] = []
-        beat = asyncio.create_task(self._heartbeat(rental.id, asyncio.current_task(), lost))
+        beat = asyncio.create_task(
+            lease.hold(self.store, rental.id, self.owner, asyncio.current_task(), lost)
+        )
         try:
             return await self._create_and_wait(rental, offer, provider, opts, progress)
         except BaseException as exc:
             if lost:  # another process took it over: it is theirs to finish or release
-                raise LeaseLost(
-                    f"rental {rental.id} was taken over by another process (this one's lease"
-                    " lapsed before it was renewed)"
-                ) from None
+                raise lease.lease_lost(rental.id) from None
             # Whatever happened (an error, a timeout, Ctrl-C), nothing may keep billing.
             await asyncio.shield(self._cleanup(rental.id, provider, exc, progress))
             raise
@@ -452,33 +451,9 @@ class Provisioner:
                 " `gpushop reconcile` will destroy it"
             )
 
-    async def _heartbeat(
-        self, rental_id: str, work: asyncio.Task[Any] | None, lost: list[str]
-    ) -> None:
-        """Renew the lease; if another process took the rental over meanwhile (ours lapsed),
-        stop the work on it: two owners must not drive one rental."""
-        while True:
-            await asyncio.sleep(self.owner.beat_s)
-            kept = await asyncio.to_thread(
-                self.store.heartbeat,
-                [rental_id],
-                self.owner.host,
-                self.owner.pid,
-                lease_s=self.owner.lease_s,
-            )
-            if rental_id not in kept:
-                lost.append(rental_id)
-                if work is not None:
-                    work.cancel()
-                return
-
 
 class HostLied(GpushopError):
     pass
-
-
-class LeaseLost(GpushopError):
-    """The rental was taken over by another process while this one was working on it."""
 
 
 def with_watchdog(

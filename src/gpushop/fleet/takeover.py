@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from gpushop.fleet import lease
 from gpushop.fleet.owners import Owner
 from gpushop.fleet.release import release_rental
 from gpushop.fleet.wait import NotReady, wait_ready
@@ -33,10 +34,13 @@ async def finish(
     store: Store, provider: Provider, rental: Rental, owner: Owner, *, ready_timeout_s: float
 ) -> Finished:
     """Drive a taken-over rental to READY, or release it (FAILED). Holds its lease meanwhile."""
-    beat = asyncio.create_task(_renew(store, rental.id, owner))
+    lost: list[str] = []
+    beat = asyncio.create_task(lease.hold(store, rental.id, owner, asyncio.current_task(), lost))
     try:
         return await _finish(store, provider, rental, owner, ready_timeout_s)
     except BaseException as exc:
+        if lost:  # taken over again (this replica stalled): the new owner's to finish
+            raise lease.lease_lost(rental.id) from None
         current = await asyncio.to_thread(store.get, rental.id)
         if current is not None and not current.state.terminal:
             reason = "taken over, then " + (
@@ -98,11 +102,3 @@ async def _finish(
         store.transition, rental.id, RentalState.READY, f"SSH answers ({who})"
     )
     return Finished(rental, True, "ready")
-
-
-async def _renew(store: Store, rental_id: str, owner: Owner) -> None:
-    while True:
-        await asyncio.sleep(owner.beat_s)
-        await asyncio.to_thread(
-            store.heartbeat, [rental_id], owner.host, owner.pid, lease_s=owner.lease_s
-        )
