@@ -29,7 +29,13 @@ DEFAULT_TENSORDOCK_RAM_GB_PER_GPU = 32
 
 # Fields whose values are never shown, logged or stored.
 SECRET_FIELDS = frozenset(
-    {"vastai_api_key", "tensordock_api_token", "gpushop_redis_url", "gpushop_secret_key"}
+    {
+        "vastai_api_key",
+        "tensordock_api_token",
+        "gpushop_redis_url",
+        "gpushop_secret_key",
+        "gpushop_token",
+    }
 )
 
 
@@ -126,6 +132,15 @@ class Settings(BaseSettings):
     # Work a replica owns (provisioning, supervising) is held under a lease this long, renewed
     # every third of it; a replica that dies is taken over within two lease periods
     gpushop_lease_seconds: float = Field(default=30.0, gt=0)
+    # Jobs submitted to the service keep their inputs and artifacts here: a folder every
+    # replica mounts at the same path (default: the data dir, for a single replica)
+    gpushop_artifacts_dir: Path | None = None
+    # The largest archive of inputs (or dataset) a job submission may upload
+    gpushop_max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # The CLI as a client of a team service: with both set (or after `gpushop login URL`, whose
+    # file these override), offers, market, up, ps, down, ssh and costs go to the service
+    gpushop_server: str | None = None
+    gpushop_token: SecretStr | None = None
 
     @field_validator("vastai_preferred_gpus", mode="before")
     @classmethod
@@ -143,6 +158,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @field_validator("gpushop_server")
+    @classmethod
+    def _server_url(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else server_url(value)
 
     @field_validator("tensordock_url")
     @classmethod
@@ -171,6 +191,23 @@ class Settings(BaseSettings):
         if self.gpushop_db_url:
             return self.gpushop_db_url
         return f"sqlite:///{data_dir() / 'gpushop.db'}"
+
+
+def server_url(value: str) -> str:
+    """A team service's root URL as gpushop keeps it: ``http(s)://host[:port][/prefix]``, no
+    trailing slash, no user or password in it (the token travels in a header)."""
+    value = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError("must be a URL such as https://gpushop.example.com") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must start with http:// or https:// and name a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry a user or password (the token goes in GPUSHOP_TOKEN)")
+    if parts.query or parts.fragment:
+        raise ValueError("must be the service's root URL, without ?query or #fragment")
+    return value
 
 
 def _active_profile_path() -> Path | None:

@@ -10,11 +10,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpushop import __version__
-from gpushop.api import errors, events, market, metrics, rentals, reports, webhooks
+from gpushop.api import errors, events, jobs, market, metrics, rentals, reports, webhooks
 from gpushop.api.auth import CurrentUser, Stores
 from gpushop.api.limits import RequestLimits
+from gpushop.api.uploads import UploadLimit
 from gpushop.config import Settings
 from gpushop.service import users
+from gpushop.service.artifacts import Digests
 from gpushop.service.health import Readiness
 from gpushop.service.market import MarketReads
 from gpushop.service.replica import Replica
@@ -55,13 +57,16 @@ def create_app(cfg: Settings) -> FastAPI:
     app.state.provisioning = provisioning
     app.state.replica = replica
     app.state.market = market_reads
+    app.state.digests = Digests()
     app.include_router(rentals.router)
     app.include_router(market.router)
     app.include_router(reports.router)
     app.include_router(events.router)
+    app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(metrics.router)
     app.add_middleware(metrics.Timing)
+    app.add_middleware(UploadLimit, max_bytes=cfg.gpushop_max_upload_bytes)
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])

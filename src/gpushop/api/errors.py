@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException
 
 from gpushop import errors
 from gpushop.api.limits import TooManyRequests
+from gpushop.recipes.dataset import DatasetError
+from gpushop.service.artifacts import ArchiveError
 from gpushop.service.team_rentals import IdempotencyConflict
 from gpushop.service.types import UserQuotaExceeded
 from gpushop.service.users import Forbidden, Unauthorized
@@ -28,6 +30,8 @@ log = logging.getLogger("gpushop.api")
 # (status, code) by error class, most specific first
 _BY_CLASS: list[tuple[type[errors.GpushopError], int, str]] = [
     (Unauthorized, 401, "unauthorized"),
+    (DatasetError, 422, "bad_dataset"),
+    (ArchiveError, 422, "bad_archive"),
     (TooManyRequests, 429, "rate_limited"),
     (Forbidden, 403, "forbidden"),
     (IdempotencyConflict, 409, "idempotency_conflict"),
@@ -58,11 +62,12 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "too_large",
     429: "rate_limited",
 }
 
 
-def error(status: int, code: str, message: str, **extra: str) -> JSONResponse:
+def error(status: int, code: str, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"code": code, "message": message, **extra}, status_code=status)
 
 
@@ -77,6 +82,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.GpushopError)
     async def typed(request: Request, exc: errors.GpushopError) -> JSONResponse:
         status, code = status_and_code(exc)
+        if isinstance(exc, DatasetError):  # every bad file, and no server path
+            count = len(exc.problems)
+            message = (
+                f"the dataset has {count} problem{'s' if count != 1 else ''}; nothing was rented"
+            )
+            return error(status, code, message, problems=exc.problems)
         response = error(status, code, str(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"

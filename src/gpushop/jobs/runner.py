@@ -32,6 +32,7 @@ from gpushop.fleet.reconcile_plan import outbid
 from gpushop.fleet.release import ReleaseFailed, release_rental
 from gpushop.fleet.wait import NotReady
 from gpushop.jobs import remote
+from gpushop.jobs.logbook import LogBook
 from gpushop.jobs.offer_flags import up_options
 from gpushop.jobs.session import RemoteJob
 from gpushop.jobs.spec import JobSpec, Transfer, launch_env
@@ -40,7 +41,7 @@ from gpushop.providers.base import Provider
 from gpushop.ssh import client as ssh
 from gpushop.ssh import transfer
 from gpushop.ssh.keys import KeyPair
-from gpushop.store import Job, Rental, Store, accrued_cost
+from gpushop.store import Job, Rental, Store, User, accrued_cost
 
 log = logging.getLogger("gpushop.jobs")
 RESUME_WATCH_BYTES = 16_000_000  # a resumed run that has not said where it started by then
@@ -52,8 +53,31 @@ ABORT_KILL_S = 20.0
 MAX_REBIDS = 10  # --rebid: a market that outbids a job ten times is not worth chasing
 
 
+LEASE_LOST = "lease lost"
+HANDED_OFF = "handed off"
+CANCELLED_BY_USER = "cancelled by its user"
+
+
 class JobFailed(GpushopError):
     exit_code = 1
+
+
+class JobLeaseLost(GpushopError):
+    """The process stopped driving the job without ending it: another took it over (its lease
+    lapsed), or it was handed off (a replica shutting down)."""
+
+    def __init__(self, job_id: str, why: str) -> None:
+        super().__init__(f"job {job_id}: {why}; another process drives it now")
+        self.why = why
+
+
+@dataclass(frozen=True)
+class ServiceRun:
+    """A job of the team service: its log also in the store, its rentals its user's, and a
+    cancel asked through any replica obeyed."""
+
+    user: User | None = None
+    on_log: Callable[[str], None] | None = None
 
 
 class RentalLost(GpushopError):
@@ -130,6 +154,7 @@ class JobRunner:
         hooks: Hooks | None = None,
         secrets: dict[str, str] | None = None,
         owner: Owner | None = None,
+        service: ServiceRun | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -139,7 +164,10 @@ class JobRunner:
         self.hooks = hooks or Hooks()
         self.secrets = secrets or {}
         self.owner = owner or Owner.me()
+        self.service = service
+        self.book = LogBook(Path("/dev/null"))
         self._conn: asyncssh.SSHClientConnection | None = None
+        self._stop: str | None = None  # why the drive was cancelled from outside
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -147,24 +175,50 @@ class JobRunner:
         job = self.store.claim_job(
             job_id, self.owner.host, self.owner.pid, lease_s=self.owner.lease_s
         )
-        beat = asyncio.create_task(self._heartbeat(job_id))
+        self.book = LogBook(
+            log_path(job_id),
+            self.store if self.service else None,
+            job_id,
+            self.service.on_log if self.service else None,
+        )
+        if self.service is not None:
+            self.book.align()  # a takeover goes on from what the store holds
+            self.out = _Noted(self.out, self.book)
+        work = asyncio.current_task()
+        beat = asyncio.create_task(self._heartbeat(job_id, work))
         try:
-            while not job.state.terminal:
-                job = await self._step(job)
-            return job
-        except BaseException as exc:
-            # Ctrl-C, SIGTERM or an error: outputs so far, then release. Never leave it billing.
-            reason = (
-                "interrupted"
-                if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
-                else str(exc)
-            )
-            final = JobState.CANCELLED if reason == "interrupted" else JobState.FAILED
-            await asyncio.shield(self._abort(job_id, reason, final))
-            raise
+            async with self.book.flushing():
+                try:
+                    if job.details.get("cancel_requested"):
+                        self._stop = CANCELLED_BY_USER
+                        raise asyncio.CancelledError
+                    while not job.state.terminal:
+                        job = await self._step(job)
+                    return job
+                except BaseException as exc:
+                    if self._stop in (LEASE_LOST, HANDED_OFF):
+                        await self._close()
+                        if self._stop == HANDED_OFF:
+                            self.store.update_job(
+                                job_id, owner_host=None, owner_pid=None, lease_until=None
+                            )
+                        raise JobLeaseLost(job_id, self._stop) from None
+                    # Ctrl-C, SIGTERM, a cancel or an error: outputs so far, then release.
+                    # Never leave it billing.
+                    cancelled = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+                    reason = (self._stop or "interrupted") if cancelled else str(exc)
+                    final = JobState.CANCELLED if cancelled else JobState.FAILED
+                    await asyncio.shield(self._abort(job_id, reason, final))
+                    raise
         finally:
             beat.cancel()
             await self._close()
+
+    def stop(self, why: str, task: asyncio.Task[Any]) -> None:
+        """Stop driving from outside: ``CANCELLED_BY_USER`` aborts the job (outputs, release);
+        ``HANDED_OFF`` leaves it running for another process to take over."""
+        self._stop = why
+        task.cancel()
 
     async def _step(self, job: Job) -> Job:
         spec = JobSpec.from_json(job.spec)
@@ -188,9 +242,17 @@ class JobRunner:
             if rental is not None and rental.state is RentalState.READY:
                 return self.store.update_job(job.id, state=JobState.UPLOADING)
         job = self.store.update_job(job.id, state=JobState.PROVISIONING)
-        opts: UpOptions = up_options(spec)
-        self.out.message(f"searching: {opts.query.describe()}")
-        rental = await self.provisioner.up(opts, self.out.message)
+        rental = await self._provisioned_before(job)
+        if rental is None:
+            opts: UpOptions = up_options(spec)
+            if self.service is not None:
+                opts.user = self.service.user
+
+            def claimed(written: Rental) -> None:  # a takeover finds it (_provisioned_before)
+                self.store.update_job(job.id, details={"renting": written.id})
+
+            self.out.message(f"searching: {opts.query.describe()}")
+            rental = await self.provisioner.up(opts, self.out.message, claimed)
         rentals = [*job.details.get("rentals", []), rental.id]
         self.out.message(
             f"rented {rental.id}: {rental.num_gpus}x {rental.gpu_name} at "
@@ -201,8 +263,22 @@ class JobRunner:
             state=JobState.UPLOADING,
             rental_id=rental.id,
             remote_dir=spec.remote_dir(job.id),
-            details={"rentals": rentals},
+            details={"rentals": rentals, "renting": None},
         )
+
+    async def _provisioned_before(self, job: Job) -> Rental | None:
+        """A rental the job's previous owner was provisioning when it died: the service's
+        takeovers finish it (service/replica.py), so wait for it rather than rent twice."""
+        rental_id = job.details.get("renting")
+        while rental_id:
+            rental = self.store.get(str(rental_id))
+            if rental is None or rental.state.terminal:
+                return None
+            if rental.state is RentalState.READY:
+                self.out.message(f"using {rental.id}, provisioned before the takeover")
+                return rental
+            await asyncio.sleep(STATUS_POLL_S)
+        return None
 
     async def _upload_and_launch(self, job: Job, spec: JobSpec) -> Job:
         rental = self._rental(job)
@@ -232,7 +308,7 @@ class JobRunner:
             )
         self.store.record_timing(rental.id, "upload", time.monotonic() - started, job_id=job.id)
         await self._launch(conn, job, spec)
-        base = log_path(job.id).stat().st_size if log_path(job.id).exists() else 0
+        base = self.book.size()
         watch = bool(job.details.get("restore")) and plan is not None and plan.step is not None
         return self.store.update_job(
             job.id,
@@ -248,7 +324,7 @@ class JobRunner:
         )
 
     async def _launch(self, conn: asyncssh.SSHClientConnection, job: Job, spec: JobSpec) -> None:
-        env = launch_env(spec, self.secrets)
+        env = launch_env(spec, self.secrets, local_env=self.service is None)
         command = spec.command
         provider = self.providers[self._rental(job).provider]
         if spec.image and not provider.supports(Feature.CONTAINERS):
@@ -294,13 +370,12 @@ class JobRunner:
 
     async def _stream_until_done(self, job: Job, spec: JobSpec, rental: Rental) -> remote.Status:
         directory = job.remote_dir or spec.remote_dir(job.id)
-        path = log_path(job.id)
         troubles = 0
         while True:
             try:
                 conn = await self._connection(rental)
                 job_remote = RemoteJob(conn, directory)
-                await self._tail(job_remote, path, job)
+                await self._tail(job_remote, job)
                 status = await job_remote.status()
             except (ssh.SshError, asyncssh.Error, OSError, ValueError) as exc:
                 await self._close()
@@ -314,7 +389,7 @@ class JobRunner:
                 continue
             troubles = 0
             if status.finished:
-                received = _size(path) - int(job.details.get("log_base", 0))
+                received = self.book.size() - int(job.details.get("log_base", 0))
                 if status.log_size > received:
                     continue  # the last bytes came after the follower stopped: read them
                 return status
@@ -326,26 +401,24 @@ class JobRunner:
                 return remote.Status(True, False, remote.TIMEOUT_EXIT, status.log_size)
             await asyncio.sleep(STATUS_POLL_S)  # tail ended but the job lives: a blip
 
-    async def _tail(self, job_remote: RemoteJob, path: Path, job: Job) -> None:
+    async def _tail(self, job_remote: RemoteJob, job: Job) -> None:
         """Append the remote log, from where the local copy ends, to the local log and the
         terminal, until the job's wrapper ends (or the connection breaks)."""
         base = int(job.details.get("log_base", 0))
-        offset = max(0, _size(path) - base)
+        offset = max(0, self.book.size() - base)
         last_save = [time.monotonic()]
-        watch = self._resume_watch(job, path, base)
-        with path.open("ab") as sink:
+        watch = self._resume_watch(job, self.book.path, base)
 
-            def chunk(data: bytes) -> None:
-                sink.write(data)
-                sink.flush()
-                self.out.log(data)
-                if watch is not None and watch.feed(data):
-                    self._resumed(job.id, watch)
-                if time.monotonic() - last_save[0] > 1.0:
-                    self.store.update_job(job.id, log_offset=_size(path))
-                    last_save[0] = time.monotonic()
+        def chunk(data: bytes) -> None:
+            self.book.write(data)
+            self.out.log(data)
+            if watch is not None and watch.feed(data):
+                self._resumed(job.id, watch)
+            if time.monotonic() - last_save[0] > 1.0:
+                self.store.update_job(job.id, log_offset=self.book.size())
+                last_save[0] = time.monotonic()
 
-            reached = await job_remote.follow(offset, chunk)
+        reached = await job_remote.follow(offset, chunk)
         self.store.update_job(job.id, log_offset=reached)
 
     def _resume_watch(self, job: Job, path: Path, base: int) -> _ResumeWatch | None:
@@ -442,8 +515,7 @@ class JobRunner:
                 names = ", ".join(Path(t.local).name for t in plan.files) or "nothing"
                 note = f" ({plan.note})" if plan.note else ""
                 self.out.message(f"the resume uploads {names} only{note}")
-            with log_path(job.id).open("ab") as sink:
-                sink.write(f"\n[gpushop] rental {rental.id} lost; resuming\n".encode())
+            self.book.write(f"\n[gpushop] rental {rental.id} lost; resuming\n".encode())
             return self.store.update_job(
                 job.id,
                 state=JobState.PROVISIONING,
@@ -496,8 +568,7 @@ class JobRunner:
             self.out.message(f"{rental.id} was re-bid but did not run again: {exc}")
             return None
         plan = self.hooks.resume(job, spec, log_path(job.id))
-        with log_path(job.id).open("ab") as sink:
-            sink.write(f"\n[gpushop] rental {rental.id} outbid and re-bid; again\n".encode())
+        self.book.write(f"\n[gpushop] rental {rental.id} outbid and re-bid; again\n".encode())
         return self.store.update_job(
             job.id,
             state=JobState.UPLOADING,
@@ -549,6 +620,7 @@ class JobRunner:
                     rental.id, "released", time.monotonic() - started, job_id=job.id
                 )
         outcome = JobState(job.details.get("outcome", JobState.FAILED.value))
+        self._flush_log()  # a reader that sees the end has seen the whole log
         return self.store.update_job(
             job.id,
             state=outcome,
@@ -591,6 +663,8 @@ class JobRunner:
         await self._close()
         if rental is not None and not rental.state.terminal:
             await self._release_rental(rental, f"job {job_id} {final.value}: {reason}")
+        self.out.message(f"job {job_id} {final.value}; its log is kept at {log_path(job_id)}")
+        self._flush_log()
         self.store.update_job(
             job_id,
             state=final,
@@ -600,18 +674,28 @@ class JobRunner:
             owner_pid=None,
             owner_host=None,
         )
-        self.out.message(f"job {job_id} {final.value}; its log is kept at {log_path(job_id)}")
 
     # -- helpers -------------------------------------------------------------------------------
 
     def cost(self, job: Job) -> float:
+        return self.cost_of(self.store, job)
+
+    @staticmethod
+    def cost_of(store: Store, job: Job) -> float:
+        """What the job's rentals cost so far (all of it once they are released)."""
         now = datetime.now(UTC)
         total = 0.0
         for rid in job.details.get("rentals", []):
-            rental = self.store.get(rid)
+            rental = store.get(rid)
             if rental is not None:
                 total += accrued_cost(rental, rental.created_at, now, now)
         return round(total, 6)
+
+    def _flush_log(self) -> None:
+        try:
+            self.book.flush()
+        except Exception as exc:  # the store is down: the end is recorded all the same
+            log.warning("the job's last log lines did not reach the store: %s", exc)
 
     def _rental(self, job: Job) -> Rental:
         rental = self.store.get(job.rental_id) if job.rental_id else None
@@ -669,16 +753,26 @@ class JobRunner:
                 f"could not release {rental.id} ({exc}): `gpushop reconcile` will destroy it"
             )
 
-    async def _heartbeat(self, job_id: str) -> None:
+    async def _heartbeat(self, job_id: str, work: asyncio.Task[Any] | None) -> None:
+        """Renew the lease; stop the work when another process took the job over (two owners
+        must never drive one job), or, for the service, when its user asked to cancel it."""
         while True:
             await asyncio.sleep(self.owner.beat_s)
-            await asyncio.to_thread(
+            kept = await asyncio.to_thread(
                 self.store.heartbeat_job,
                 job_id,
                 self.owner.host,
                 self.owner.pid,
                 lease_s=self.owner.lease_s,
             )
+            if work is None or self._stop is not None:
+                continue
+            if not kept and self.service is not None:
+                self.stop(LEASE_LOST, work)
+            elif self.service is not None:
+                job = await asyncio.to_thread(self.store.get_job, job_id)
+                if job is not None and job.details.get("cancel_requested"):
+                    self.stop(CANCELLED_BY_USER, work)
 
 
 class _ResumeWatch:
@@ -716,8 +810,19 @@ def _exists(path: str) -> bool:
     return Path(path).exists()
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
+class _Noted:
+    """The face's output, with every message also a note in the job's stored log."""
+
+    def __init__(self, face: Output, book: LogBook) -> None:
+        self.face = face
+        self.book = book
+
+    def message(self, text: str) -> None:
+        self.book.note(text)
+        self.face.message(text)
+
+    def log(self, data: bytes) -> None:
+        self.face.log(data)
+
+    def progress(self, label: str) -> Callable[[int, int], None]:
+        return self.face.progress(label)

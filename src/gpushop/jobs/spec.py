@@ -114,12 +114,15 @@ def parse_env(items: list[str]) -> tuple[dict[str, str], list[str], dict[str, st
     return plain, names, secret
 
 
-def launch_env(spec: JobSpec, given: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of one launch: stored values, then secrets from ``given`` or the local
-    environment. A missing secret is a usage error naming it (never its value)."""
+def launch_env(
+    spec: JobSpec, given: dict[str, str] | None = None, *, local_env: bool = True
+) -> dict[str, str]:
+    """The environment of one launch: stored values, then secrets from ``given`` or (unless
+    ``local_env`` is False: the service never lends its own) the local environment. A missing
+    secret is a usage error naming it (never its value)."""
     env = dict(spec.env)
     for name in spec.env_from_local:
-        value = (given or {}).get(name, os.environ.get(name))
+        value = (given or {}).get(name, os.environ.get(name) if local_env else None)
         if value is None:
             raise UsageError(f"{name} must be set in your environment to launch this job")
         env[name] = value

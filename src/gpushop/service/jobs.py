@@ -233,8 +233,11 @@ def watched(job: Job) -> bool:
 def list_jobs(cfg: Settings, *, active_only: bool) -> list[tuple[Job, dict[str, Any]]]:
     """Jobs, newest first, each with its row as `gpushop jobs --json` shows it."""
     with Store.open(cfg.db_url) as store:
-        found = store.list_jobs(active_only=active_only)
-        rentals = {j.rental_id: store.get(j.rental_id) for j in found if j.rental_id}
+        return rows_for(store, store.list_jobs(active_only=active_only))
+
+
+def rows_for(store: Store, found: list[Job]) -> list[tuple[Job, dict[str, Any]]]:
+    rentals = {j.rental_id: store.get(j.rental_id) for j in found if j.rental_id}
     now = datetime.now(UTC)
     rows = []
     for j in found:
@@ -262,11 +265,15 @@ def list_jobs(cfg: Settings, *, active_only: bool) -> list[tuple[Job, dict[str, 
 
 def job_summary(cfg: Settings, job: Job) -> dict[str, Any]:
     with Store.open(cfg.db_url) as store:
-        timings: dict[str, float] = {}
-        for rid in job.details.get("rentals", []):
-            for t in store.timings(rental_id=rid):
-                timings[t["phase"]] = timings.get(t["phase"], 0.0) + t["seconds"]
-        rentals = [store.get(r) for r in job.details.get("rentals", [])]
+        return job_summary_in(store, job)
+
+
+def job_summary_in(store: Store, job: Job) -> dict[str, Any]:
+    timings: dict[str, float] = {}
+    for rid in job.details.get("rentals", []):
+        for t in store.timings(rental_id=rid):
+            timings[t["phase"]] = timings.get(t["phase"], 0.0) + t["seconds"]
+    rentals = [store.get(r) for r in job.details.get("rentals", [])]
     return {
         "job_id": job.id,
         "kind": job.kind,

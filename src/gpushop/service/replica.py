@@ -4,7 +4,8 @@ process staying alive:
 - the **sync job** (reconcile, then the month's charges against the providers' own), once per
   tick of GPUSHOP_SYNC_INTERVAL across replicas: the replica whose tick row goes in runs it;
 - **takeovers**: provisioning (and releasing) a dead replica left half-done, found by its
-  expired lease, claimed by exactly one replica and finished (fleet/takeover.py);
+  expired lease, claimed by exactly one replica and finished (fleet/takeover.py); the jobs it
+  drove, followed on to their end (service/job_supervisor.py);
 - the **webhook dispatcher** (service/webhook_dispatch.py).
 """
 
@@ -27,6 +28,7 @@ from gpushop.fleet.reconcile import reconcile
 from gpushop.fleet.reconcile_plan import RentalView
 from gpushop.fleet.release import release_rental
 from gpushop.models import RentalState
+from gpushop.service.job_supervisor import Supervisor
 from gpushop.shop import Shop
 from gpushop.store import Rental, Store
 
@@ -46,6 +48,7 @@ class Replica:
         self._finishing: dict[str, asyncio.Task[None]] = {}
         self._shop: Shop | None = None
         self.dispatcher: Any = None
+        self.jobs = Supervisor(cfg, self.owner, store)
 
     @property
     def store(self) -> Store:
@@ -78,7 +81,10 @@ class Replica:
         await self.dispatcher.run()
 
     async def aclose(self) -> None:
-        """Stop: what this replica was finishing is released (its cancel handlers do that)."""
+        """Stop: the jobs this replica drives are handed off (they go on running, another
+        replica follows them); what it was finishing is released (its cancel handlers do
+        that)."""
+        await self.jobs.aclose()
         tasks = [*self._tasks, *self._finishing.values()]
         for task in tasks:
             task.cancel()
@@ -188,6 +194,7 @@ class Replica:
             await asyncio.sleep(self.owner.lease_s / 2)
             try:
                 await self.take_over_abandoned()
+                await self.jobs.take_over_abandoned()
             except (GpushopError, OSError) as exc:
                 log.warning("takeover pass: %s", exc)
 

@@ -75,9 +75,11 @@ async def plan_flux_lora(
     template: str | None,
     resume_on_loss: int,
     offer: dict[str, Any],
+    hf_token: bool | None = None,
 ) -> FluxRun:
     """Check everything and find the offer; nothing is rented. ``offer``: the offer flags (as
-    `up` takes them), raised to what the recipe needs."""
+    `up` takes them), raised to what the recipe needs. ``hf_token``: whether the run has one
+    (None: whether HF_TOKEN is set here)."""
     if image and template:
         raise UsageError("give --image or --template, not both")
     if not 0 <= resume_on_loss <= 10:
@@ -93,7 +95,8 @@ async def plan_flux_lora(
         save_every=save_every,
     )
     data = validate_dataset(dataset)  # exit 2 with every problem listed; nothing rented
-    if needs_hf_token(model) and not os.environ.get("HF_TOKEN"):
+    has_token = bool(os.environ.get("HF_TOKEN")) if hf_token is None else hf_token
+    if needs_hf_token(model) and not has_token:
         raise UsageError(
             f"{model} is gated: accept its licence on huggingface.co and set HF_TOKEN "
             "(it is sent to the instance over SSH only)"
@@ -131,20 +134,32 @@ def create_flux_job(
     template: str | None,
 ) -> tuple[str, Path]:
     """The job of a planned run, its dataset staged for upload; (job id, local output dir)."""
+    out_dir = (out or Path("output") / run.spec.name).resolve()
+    job_spec = flux_job_spec(
+        run, out_dir, sync_every=sync_every, resume_on_loss=resume_on_loss, template=template
+    )
+    job_id = jobs.create_job(cfg, "flux-lora", run.spec.name, job_spec)
+    stage_flux(run, job_spec, jobs.job_dir(job_id) / "stage")
+    jobs.save_spec(cfg, job_id, job_spec)
+    return job_id, out_dir
+
+
+def flux_job_spec(
+    run: FluxRun, out_dir: Path, *, sync_every: str, resume_on_loss: int, template: str | None
+) -> JobSpec:
+    """What the job runs: ai-toolkit on the staged config, the LoRA's folder downloaded to
+    ``out_dir``; its uploads are set by :func:`stage_flux`."""
     spec, recipe_img = run.spec, run.image
     base = f"{REMOTE_ROOT}/{spec.name}"
-    training_folder = f"{base}/output"
-    config = build_config(spec, f"{base}/dataset", training_folder)
-    out_dir = (out or Path("output") / spec.name).resolve()
     command = recipe_img.run_command(f"{base}/config.yaml")
     if recipe_img.setup:
         command = (
             f"if [ ! -f {recipe_img.workdir}/run.py ]; then {recipe_img.setup}; fi && {command}"
         )
-    job_spec = JobSpec(
+    return JobSpec(
         command=command,
-        uploads=[],  # staged below, once the job id is known
-        downloads=[Transfer(str(out_dir), f"{training_folder}/{spec.name}")],
+        uploads=[],  # staged once the job id is known
+        downloads=[Transfer(str(out_dir), f"{base}/output/{spec.name}")],
         workdir="/workspace",
         env_from_local=["HF_TOKEN"] if needs_hf_token(spec.model) else [],
         sync_every_s=None if sync_every == "off" else parse_duration(sync_every),
@@ -155,11 +170,14 @@ def create_flux_job(
         max_duration_s=run.plan.run.max_duration_s(),
         recipe={"recipe": "flux-lora", "name": spec.name, "rank": spec.rank, "steps": spec.steps},
     )
-    job_id = jobs.create_job(cfg, "flux-lora", spec.name, job_spec)
-    stage = _stage(job_id, run.dataset.path, run.dataset.files(), config_yaml(config))
+
+
+def stage_flux(run: FluxRun, job_spec: JobSpec, stage: Path) -> None:
+    """Stage the run's upload in ``stage`` and point the job's upload at it."""
+    base = f"{REMOTE_ROOT}/{run.spec.name}"
+    config = build_config(run.spec, f"{base}/dataset", f"{base}/output")
+    _stage(stage, run.dataset.path, run.dataset.files(), config_yaml(config))
     job_spec.uploads = [Transfer(str(stage), base)]
-    jobs.save_spec(cfg, job_id, job_spec)
-    return job_id, out_dir
 
 
 async def image_for(cfg: Settings, template: str | None, image: str | None) -> RecipeImage:
@@ -191,10 +209,9 @@ async def best_offer(cfg: Settings, flags: dict[str, Any]) -> Offer:
     return result.offers[0]
 
 
-def _stage(job_id: str, dataset: Path, files: list[str], config: str) -> Path:
+def _stage(stage: Path, dataset: Path, files: list[str], config: str) -> Path:
     """The upload as the instance will see it: ``dataset/`` (only the files the trainer reads;
     hard links, so no copy of big images) and ``config.yaml``."""
-    stage = jobs.job_dir(job_id) / "stage"
     (stage / "dataset").mkdir(parents=True, exist_ok=True)
     for name in files:
         target = stage / "dataset" / name

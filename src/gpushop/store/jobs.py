@@ -18,6 +18,7 @@ from gpushop.store import events
 from gpushop.store.guards import StaleState, check_no_secrets, new_rental_id
 from gpushop.store.records import Job
 from gpushop.store.schema import JobRow
+from gpushop.store.secret_box import PREFIX as SEALED_PREFIX
 
 
 class JobRecords:
@@ -28,9 +29,21 @@ class JobRecords:
     # -- jobs ----------------------------------------------------------------------------------
 
     def new_job(
-        self, *, kind: str, name: str, spec: Mapping[str, Any], owner_host: str, owner_pid: int
+        self,
+        *,
+        kind: str,
+        name: str,
+        spec: Mapping[str, Any],
+        owner_host: str,
+        owner_pid: int,
+        user_id: str | None = None,
+        sealed_secrets: str | None = None,
+        lease_s: float | None = None,
     ) -> Job:
+        """A PENDING job. ``sealed_secrets``: ciphertext (store/secret_box.py), never plain."""
         check_no_secrets(dict(spec), "spec")
+        if sealed_secrets is not None and not sealed_secrets.startswith(SEALED_PREFIX):
+            raise ValueError("a job's secrets are stored sealed only")
         now = self.clock()
         job = Job(
             id="j" + new_rental_id()[1:],
@@ -43,6 +56,9 @@ class JobRecords:
             owner_host=owner_host,
             owner_pid=owner_pid,
             heartbeat_at=now,
+            lease_until=None if lease_s is None else now + timedelta(seconds=lease_s),
+            user_id=user_id,
+            sealed_secrets=sealed_secrets,
         )
         values = dataclasses.asdict(job)
         values["state"] = job.state.value
@@ -55,9 +71,16 @@ class JobRecords:
             row = session.get(JobRow, job_id)
             return _to_job(row) if row is not None else None
 
-    def list_jobs(self, *, active_only: bool = False) -> builtins.list[Job]:
-        """Jobs, newest first."""
+    def list_jobs(
+        self, *, active_only: bool = False, user_id: str | None = None, service_only: bool = False
+    ) -> builtins.list[Job]:
+        """Jobs, newest first; ``user_id``: that user's; ``service_only``: submitted to the
+        service (any user's)."""
         query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+        if user_id is not None:
+            query = query.where(JobRow.user_id == user_id)
+        if service_only:
+            query = query.where(JobRow.user_id.is_not(None))
         if active_only:
             ended = [s.value for s in JobState if s.terminal]
             query = query.where(JobRow.state.not_in(ended))
@@ -96,7 +119,7 @@ class JobRecords:
                     row.updated_at,
                     told,
                     f"job:{job_id}",
-                    user_id=None,
+                    user_id=row.user_id,
                     reason=row.error or row.state,
                     data={"job_id": job_id, "rental_id": row.rental_id, "exit_code": row.exit_code},
                 )
@@ -111,6 +134,37 @@ class JobRecords:
         return self.update_job(
             job_id, owner_host=owner_host, owner_pid=owner_pid, heartbeat_at=now, lease_until=lease
         )
+
+    def take_over_job(
+        self, job: Job, owner_host: str, owner_pid: int, *, lease_s: float
+    ) -> Job | None:
+        """Claim a job whose owner is dead, if it is still as ``job`` saw it (compare-and-set on
+        its owner and lease): exactly one of the processes that try wins; None for the others."""
+        now = self.clock()
+        with self._write() as session:
+            result = session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job.id,
+                    _same(JobRow.owner_host, job.owner_host),
+                    _same(JobRow.owner_pid, job.owner_pid),
+                    _same(JobRow.lease_until, job.lease_until),
+                    JobRow.state == job.state.value,
+                )
+                .values(
+                    owner_host=owner_host,
+                    owner_pid=owner_pid,
+                    heartbeat_at=now,
+                    lease_until=now + timedelta(seconds=lease_s),
+                    updated_at=now,
+                )
+            )
+            if not getattr(result, "rowcount", 0):
+                return None
+            row = session.get(JobRow, job.id)
+            assert row is not None
+            session.flush()
+            return _to_job(row)
 
     def heartbeat_job(
         self, job_id: str, owner_host: str, owner_pid: int, *, lease_s: float | None = None
@@ -132,6 +186,10 @@ class JobRecords:
                 .values(**values)
             )
             return bool(getattr(result, "rowcount", 0))
+
+
+def _same(column: Any, value: Any) -> Any:
+    return column.is_(None) if value is None else column == value
 
 
 _JOB_SETTABLE = {f.name for f in dataclasses.fields(Job)} - {

@@ -107,3 +107,5 @@ class Job:
     heartbeat_at: datetime | None = None
     lease_until: datetime | None = None  # past it, the owner counts as dead (fleet/owners.py)
     details: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None  # a job submitted to the service
+    sealed_secrets: str | None = field(default=None, repr=False)  # ciphertext only

@@ -11,11 +11,13 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -177,6 +179,26 @@ class JobRow(Base):
     heartbeat_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # a job submitted to the service: its user, and the secrets it needs (HF_TOKEN) encrypted
+    # with GPUSHOP_SECRET_KEY (store/secret_box.py) so that a takeover can send them again
+    user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    sealed_secrets: Mapped[str | None] = mapped_column(Text)
+
+
+class JobLogRow(Base):
+    """A service job's log, in the order it was written, so that any replica serves it and a
+    takeover goes on from where it ended: ``out`` pieces are the job's own output (``offset``:
+    where the piece starts in it), ``note`` lines are gpushop's ("rented ...", "uploaded ...").
+    ``(job_id, seq)`` is the key: one writer at a time, a stale one fails its insert."""
+
+    __tablename__ = "job_log"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(8))  # "out" or "note"
+    offset: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    at: Mapped[datetime]
 
 
 class UserRow(Base):

@@ -22,6 +22,7 @@ from gpushop.store.engine import WRITE_OPTION, display_url, make_engine, normali
 from gpushop.store.events import Events
 from gpushop.store.guards import StaleState, check_no_secrets, new_rental_id
 from gpushop.store.idempotency import IdempotencyKeys
+from gpushop.store.job_log import JobLog
 from gpushop.store.jobs import JobRecords
 from gpushop.store.locks import LockBusy, advisory_key, file_lock, pg_advisory_lock, thread_lock
 from gpushop.store.migrate import upgrade
@@ -221,6 +222,11 @@ class Store(JobRecords):
     def feed(self) -> Events:
         """Events the team hears of: rental and job state changes (store/events.py)."""
         return Events(self)
+
+    @property
+    def job_log(self) -> JobLog:
+        """Service jobs' logs (store/job_log.py)."""
+        return JobLog(self)
 
     @property
     def ticks(self) -> Ticks:

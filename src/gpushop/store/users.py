@@ -86,6 +86,11 @@ class Users:
             ).first()
             return _user(row) if row is not None else None
 
+    def get(self, user_id: str) -> User | None:
+        with self.store._read() as session:
+            row = session.get(UserRow, user_id)
+            return _user(row) if row is not None else None
+
     def by_name(self, name: str) -> User | None:
         with self.store._read() as session:
             row = session.scalars(select(UserRow).where(UserRow.name == name)).first()
