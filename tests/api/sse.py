@@ -24,7 +24,9 @@ def read(response: httpx.Response) -> Iterator[Event]:
     for line in response.iter_lines():
         if not line:
             if data:
-                yield Event(fields.get("id"), fields.get("event", "message"), json.loads("\n".join(data)))
+                yield Event(
+                    fields.get("id"), fields.get("event", "message"), json.loads("\n".join(data))
+                )
             fields, data = {}, []
             continue
         if line.startswith(":"):

@@ -133,9 +133,7 @@ def test_a_lora_trained_through_the_api_streamed_resumed_and_downloaded(
     assert got.headers["x-checksum-sha256"] == final["sha256"]
     (tmp_path / "mylora.safetensors").write_bytes(got.content)
     assert verify_lora(tmp_path / "mylora.safetensors", rank=8).tensors
-    outside = httpx.get(
-        f"{url}/v1/jobs/{job['job_id']}/artifacts/..%2F..%2Fstore.db", headers=auth
-    )
+    outside = httpx.get(f"{url}/v1/jobs/{job['job_id']}/artifacts/..%2F..%2Fstore.db", headers=auth)
     assert outside.status_code == 404
 
     view = httpx.get(f"{url}/v1/jobs/{job['job_id']}", headers=auth).json()
@@ -225,9 +223,11 @@ def test_a_command_runs_on_uploaded_inputs_and_its_outputs_come_back(
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
     done = wait_for(
-        lambda: (j := httpx.get(f"{url}/v1/jobs/{job_id}", headers=auth).json())["state"]
-        in ("succeeded", "failed")
-        and j
+        lambda: (
+            (j := httpx.get(f"{url}/v1/jobs/{job_id}", headers=auth).json())["state"]
+            in ("succeeded", "failed")
+            and j
+        )
     )
     assert done["state"] == "succeeded", done
     assert done["exit_code"] == 0
@@ -253,15 +253,19 @@ def test_cancel_stops_the_job_and_releases_its_rental_and_uploads_have_a_limit(
     wait_for(lambda: "started" in httpx.get(f"{url}/v1/jobs/{job_id}/log", headers=auth).text)
     assert httpx.post(f"{url}/v1/jobs/{job_id}/cancel", headers=auth).status_code == 202
     done = wait_for(
-        lambda: (j := httpx.get(f"{url}/v1/jobs/{job_id}", headers=auth).json())["state"]
-        == "cancelled"
-        and j,
+        lambda: (
+            (j := httpx.get(f"{url}/v1/jobs/{job_id}", headers=auth).json())["state"] == "cancelled"
+            and j
+        ),
         timeout=60,
     )
     assert done["rental"]["state"] == "released"
     assert live_instances(emulator) == []
     # another user's cancel: not found, and nothing changes
-    assert httpx.post(f"{url}/v1/jobs/{job_id}/cancel", headers=token(capsys, "eve")).status_code == 404
+    assert (
+        httpx.post(f"{url}/v1/jobs/{job_id}/cancel", headers=token(capsys, "eve")).status_code
+        == 404
+    )
 
     too_big = httpx.post(
         f"{url}/v1/jobs",

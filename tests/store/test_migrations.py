@@ -62,11 +62,12 @@ def test_no_secret_looking_column_exists(store_url: str) -> None:
             for column in inspect(store._engine).get_columns(table)
         }
     # sealed_*: ciphertext under GPUSHOP_SECRET_KEY (store/secret_box.py; tested in
-    # tests/api/test_webhooks.py: the store holds no signing secret in the clear)
+    # tests/api/test_webhooks.py and test_jobs_api.py: the store holds no secret in the clear)
     assert not {name for name in found if SECRETISH.search(name) and ".sealed_" not in name}
     assert {name for name in found if ".sealed_" in name} == {
         "webhook_endpoints.sealed_secret",
         "webhook_endpoints.sealed_previous",
+        "jobs.sealed_secrets",
     }
     # the only "key" columns: the meta table's key, the server's PUBLIC host key, and the
     # Idempotency-Key a client chose for a request

@@ -13,10 +13,9 @@ from starlette.exceptions import HTTPException
 
 from gpushop import errors
 from gpushop.api.limits import TooManyRequests
-from gpushop.recipes.dataset import DatasetError
 from gpushop.service.artifacts import ArchiveError
 from gpushop.service.team_rentals import IdempotencyConflict
-from gpushop.service.types import UserQuotaExceeded
+from gpushop.service.types import DatasetError, UserQuotaExceeded
 from gpushop.service.users import Forbidden, Unauthorized
 from gpushop.service.webhooks import (
     AddressRefused,

@@ -6,10 +6,12 @@ from gpushop.fleet.provision import UpOptions
 from gpushop.jobs.runner import Hooks, Output
 from gpushop.jobs.spec import JobSpec, Transfer
 from gpushop.recipes.aitoolkit import Progress
+from gpushop.recipes.dataset import DatasetError
 from gpushop.recipes.log_stream import LogStream, Redraw
 from gpushop.store import Job, Rental, Store, User, UserQuotaExceeded
 
 __all__ = [
+    "DatasetError",
     "Hooks",
     "Job",
     "JobSpec",

@@ -26,7 +26,7 @@ from gpushop.store.schema import MetaRow
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0007"  # the newest revision in migrations/versions (a test keeps the two in step)
+HEAD = "0008"  # the newest revision in migrations/versions (a test keeps the two in step)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEPLOYMENT_ID = "deployment_id"
 _ALPHABET = string.ascii_lowercase + string.digits
