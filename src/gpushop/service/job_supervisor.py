@@ -23,6 +23,7 @@ from gpushop.fleet.owners import Owner, owner_alive
 from gpushop.jobs.runner import CANCELLED_BY_USER, HANDED_OFF, JobLeaseLost, JobRunner, ServiceRun
 from gpushop.models import JobState
 from gpushop.store import Job, Store
+from gpushop.store.job_log import NOTE
 
 log = logging.getLogger("gpushop.jobs")
 
@@ -159,6 +160,9 @@ class Supervisor:
                 continue  # another replica was first
             log.warning("took over %s job %s from %s", won.state.value, won.id, job.owner_host)
             metrics.TAKEOVERS.inc()
+            before = f"{job.owner_host}:{job.owner_pid}" if job.owner_host else "nobody"
+            note = f"taken over by {self.owner.name} (from {before}, whose lease lapsed)"
+            await asyncio.to_thread(store.job_log.append, won.id, [(NOTE, note.encode())])
             self.start(won.id)
             claimed.append(won.id)
         return claimed

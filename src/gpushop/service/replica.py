@@ -36,6 +36,7 @@ log = logging.getLogger("gpushop.replica")
 SYNC = "sync"
 READY_TIMEOUT_S = 15 * 60.0  # as `up` waits by default, counted from the rental's creation
 MIN_READY_WAIT_S = 120.0
+TAKEOVER_PASS_S = 2.0
 
 
 class Replica:
@@ -190,8 +191,10 @@ class Replica:
     # -- takeovers -----------------------------------------------------------------------------
 
     async def _takeover_loop(self) -> None:
+        # often, whatever the lease: a job handed off by a replica shutting down (its lease
+        # given up) is followed again within this
         while True:
-            await asyncio.sleep(self.owner.lease_s / 2)
+            await asyncio.sleep(min(self.owner.lease_s / 2, TAKEOVER_PASS_S))
             try:
                 await self.take_over_abandoned()
                 await self.jobs.take_over_abandoned()
