@@ -48,10 +48,20 @@ ALLOWED = {
         "gpushop.shop",
         "gpushop.net_guard",  # outbound requests to users' URLs (webhooks), SSRF-checked
     },
-    # a face: parse, call the service (or the Shop facade), render; the market's result types
-    # (`gpushop emulator` and `gpushop serve` start the emulator and the HTTP face)
+    # a client of a team service (`gpushop serve`) over HTTP: nothing of the local machinery
+    "client": CORE,
+    # a face: parse, call the service (or the Shop facade, or a team service's client), render;
+    # the market's result types (`gpushop emulator` and `gpushop serve` start the emulator and
+    # the HTTP face)
     "cli": CORE
-    | {"gpushop.market", "gpushop.service", "gpushop.shop", "gpushop.emulator", "gpushop.api"},
+    | {
+        "gpushop.market",
+        "gpushop.service",
+        "gpushop.shop",
+        "gpushop.emulator",
+        "gpushop.api",
+        "gpushop.client",
+    },
     # the HTTP face: the same rule
     "api": CORE | {"gpushop.market", "gpushop.service", "gpushop.shop"},
     "demo.py": None,

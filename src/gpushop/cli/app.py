@@ -45,6 +45,7 @@ def _register() -> None:
     from gpushop.cli import (
         events,
         jobs,
+        login,
         misc,
         rentals,
         serve,
@@ -62,6 +63,7 @@ def _register() -> None:
     training.register(app)
     serve.register(app)
     users.register(app)
+    login.register(app)
     events.register(app)
     webhooks.register(app)
     misc.register(app)
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # httpx logs every request URL at INFO; keep it quiet unless asked.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)  # nor its connection details
     _register()
     code = run(argv)
     if argv is None:

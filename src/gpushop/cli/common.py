@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
+
+if TYPE_CHECKING:
+    from gpushop.client.http import ApiClient
+    from gpushop.client.session import Remote
 
 T = TypeVar("T")
 
@@ -17,6 +21,25 @@ def settings(**overrides: Any) -> Any:
     from gpushop.config import load_settings
 
     return load_settings(**overrides)
+
+
+def team_service(cfg: Any) -> Remote | None:
+    """The team service this command talks to (GPUSHOP_SERVER and GPUSHOP_TOKEN, or what
+    `gpushop login` saved); None: the command works locally."""
+    from gpushop.client.session import remote
+
+    return remote(cfg)
+
+
+def call_service(service: Remote, call: Callable[[ApiClient], Coroutine[Any, Any, T]]) -> T:
+    """Run ``call`` with a client of ``service`` (one connection pool, closed after)."""
+    from gpushop.client.http import ApiClient
+
+    async def go() -> T:
+        async with ApiClient(service) as client:
+            return await call(client)
+
+    return run_async(go())
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

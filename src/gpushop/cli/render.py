@@ -1,19 +1,18 @@
 """Rendering for people (rich tables) and programs (stable snake_case JSON).
 
+Tables are drawn from the documented JSON forms (what ``--json`` prints), so that a command
+renders the same whether its data came from this machine or from a team service.
 rich is imported only when a table is drawn, so ``--json`` never pays for it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
-from gpushop.market.views import market_json, offer_json
+from gpushop.models import RentalState
 
-__all__ = ["console", "market_json", "market_table", "offer_json", "offers_table"]
-
-if TYPE_CHECKING:
-    from gpushop.market.service import MarketSummary
-    from gpushop.models import Offer
+__all__ = ["console", "market_table", "offers_table", "rentals_table"]
 
 
 def console() -> Any:
@@ -37,15 +36,19 @@ def _delta(pct: float | None) -> str:
     return f"[{colour}]{pct:+.0f}%[/{colour}]"
 
 
-def _where(offer: Offer) -> str:
-    region = offer.location.rsplit(",", 1)[0].strip() if "," in offer.location else ""
+def _where(offer: dict[str, Any]) -> str:
+    location = offer["location"] or ""
+    region = location.rsplit(",", 1)[0].strip() if "," in location else ""
     if len(region) > 12:
         region = region[:11] + "…"
-    return f"{offer.country or '?'} {region}".strip()
+    return f"{offer['country'] or '?'} {region}".strip()
 
 
-def offers_table(offers: list[Offer], title: str, short: dict[str, str] | None = None) -> None:
-    """``short``: full offer id -> the short id shown (offer_ids.short_ids); `--offer` takes it."""
+def offers_table(
+    offers: list[dict[str, Any]], title: str, short: dict[str, str] | None = None
+) -> None:
+    """``offers``: offer JSON (market/views.py); ``short``: full offer id -> the short id shown
+    (offer_ids.short_ids); `--offer` takes it."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
@@ -63,23 +66,25 @@ def offers_table(offers: list[Offer], title: str, short: dict[str, str] | None =
     ]:
         table.add_column(name, justify=justify, no_wrap=name != "where")  # type: ignore[arg-type]
     for i, o in enumerate(offers, 1):
-        gpu = f"{o.num_gpus}x {o.gpu_variant}" + ("" if o.verified else " [dim](unverified)[/dim]")
+        gpu = f"{o['num_gpus']}x {o['gpu_variant']}"
+        gpu += "" if o["verified"] else " [dim](unverified)[/dim]"
         table.add_row(
             str(i),
-            (short or {}).get(o.id, o.id),
+            (short or {}).get(o["id"], o["id"]),
             gpu,
-            f"{o.gpu_ram_gb:.1f}GB",
-            f"{o.price_per_hour:.3f}",
-            _delta(o.market_delta_pct),
-            _fmt(o.reliability, ".3f"),
-            _fmt(o.cuda, ".1f"),
-            _fmt(o.inet_down_mbps, ".0f"),
+            f"{o['gpu_ram_gb']:.1f}GB",
+            f"{o['price_per_hour']:.3f}",
+            _delta(o["market_delta_pct"]),
+            _fmt(o["reliability"], ".3f"),
+            _fmt(o["cuda"], ".1f"),
+            _fmt(o["inet_down_mbps"], ".0f"),
             _where(o),
         )
     console().print(table)
 
 
-def market_table(summary: MarketSummary, title: str, short: dict[str, str] | None = None) -> None:
+def market_table(summary: dict[str, Any], title: str, short: dict[str, str] | None = None) -> None:
+    """``summary``: the market's JSON (market/views.py)."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -95,19 +100,49 @@ def market_table(summary: MarketSummary, title: str, short: dict[str, str] | Non
         ("vs mkt", "right"),
     ]:
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for m in summary.models:
-        best = m.best
+    for m in summary["models"]:
+        best = m["best"]
         table.add_row(
-            m.gpu_name,
-            str(m.offers),
-            f"{m.p10:.3f}",
-            f"{m.p50:.3f}",
-            f"{m.p90:.3f}",
-            f"{(short or {}).get(best.id, best.id)} {best.num_gpus}x {best.country or '?'}"
+            m["gpu_name"],
+            str(m["offers"]),
+            f"{m['p10_per_gpu_hour']:.3f}",
+            f"{m['p50_per_gpu_hour']:.3f}",
+            f"{m['p90_per_gpu_hour']:.3f}",
+            f"{(short or {}).get(best['id'], best['id'])} {best['num_gpus']}x "
+            f"{best['country'] or '?'}"
             if best
             else "-",
-            f"{best.price_per_hour:.3f}" if best else "-",
-            _fmt(best.reliability, ".3f") if best else "-",
-            _delta(best.market_delta_pct) if best else "-",
+            f"{best['price_per_hour']:.3f}" if best else "-",
+            _fmt(best["reliability"], ".3f") if best else "-",
+            _delta(best["market_delta_pct"]) if best else "-",
+        )
+    console().print(table)
+
+
+def duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def rentals_table(rows: list[dict[str, Any]], now: datetime) -> None:
+    """``rows``: rentals as `ps --json` prints them, their costs counted at ``now``."""
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for col in ("rental", "state", "provider:instance", "GPU", "$/h", "cost $", "age", "left"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        age = (now - datetime.fromisoformat(r["created_at"])).total_seconds()
+        left = (datetime.fromisoformat(r["deadline"]) - now).total_seconds()
+        table.add_row(
+            r["rental_id"],
+            r["state"],
+            f"{r['provider']}:{r['instance_id'] or '-'}",
+            f"{r['num_gpus'] or '?'}x {r['gpu_name'] or '?'}",
+            f"{r['price_per_hour'] or 0:.3f}",
+            f"{r['cost_usd']:.3f}",
+            duration(age),
+            "-" if RentalState(r["state"]).terminal else duration(max(left, 0)),
         )
     console().print(table)

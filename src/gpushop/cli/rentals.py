@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gpushop.cli.common import print_json, run_async, settings, warn
+from gpushop.cli.common import call_service, print_json, run_async, settings, team_service, warn
 from gpushop.cli.shopping import (
     CountryOpt,
     DiskOpt,
@@ -33,7 +33,7 @@ from gpushop.models import SortKey
 from gpushop.offer_flags import build_query
 
 if TYPE_CHECKING:
-    from gpushop.service.rentals import Listing, PowerState
+    from gpushop.service.rentals import Listing, PowerState, Unguarded
 
 
 def _progress() -> Any:
@@ -117,8 +117,6 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Rent the best offer and wait until its SSH answers."""
-    from gpushop.service import rentals as service
-    from gpushop.service.types import UpOptions
     from gpushop.units import parse_duration
 
     if image and template:
@@ -143,47 +141,109 @@ def up(
         unverified=unverified,
         settings_max_price=cfg.vastai_max_bid_per_hour,
     )
-    opts = UpOptions(
-        query=query,
-        sort=sort,
-        offer_id=offer,
-        image=image or (None if template else UpOptions.image),
-        template_hash=template,
-        env=_env_pairs(env),
-        ports=list(port or []),
-        onstart=onstart,
-        max_duration_s=parse_duration(max_duration),
-        max_attempts=attempts,
-        ready_timeout_s=parse_duration(ready_timeout),
-        wait=wait,
-        watchdog_grace_s=None if watchdog_grace == "off" else parse_duration(watchdog_grace),
-        bid_price=bid,
-        keep_interrupted=keep_interrupted,
-        rebid=rebid,
-        budget_usd=cfg.gpushop_budget_usd,
-        price_cap=max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
-    )
+    env_pairs = _env_pairs(env)
+    max_duration_s = parse_duration(max_duration)
+    ready_timeout_s = parse_duration(ready_timeout)
+    watchdog_grace_s = None if watchdog_grace == "off" else parse_duration(watchdog_grace)
+    price_cap = max_price if max_price is not None else cfg.vastai_max_bid_per_hour
+    service = team_service(cfg)
     started = time.monotonic()
-    rented = run_async(service.rent(cfg, opts, provider=provider, progress=_progress()))
-    rental, unguarded = rented.rental, rented.unguarded
+    unguarded: Unguarded | None = None
+    if service is not None:
+        from gpushop.client import remote
+
+        not_taken = {"--bid": bid is not None, "--keep-interrupted": keep_interrupted}
+        not_taken |= {"--rebid": rebid, "--onstart": onstart is not None}
+        for flag, given in not_taken.items():
+            if given:
+                raise UsageError(
+                    f"{flag}: the team service ({service.server}) cannot take it; "
+                    "leave it out, or rent locally (without GPUSHOP_SERVER)"
+                )
+        body = {
+            "gpu": gpu,
+            "min_vram": min_vram,
+            "num_gpus": num_gpus,
+            "max_price": price_cap,
+            "min_reliability": min_reliability,
+            "disk": disk,
+            "min_cuda": min_cuda,
+            "country": country,
+            "interruptible": interruptible,
+            "unverified": unverified,
+            "sort": sort.value,
+            "provider": provider,
+            "offer": _offer_shown(offer),
+            "image": image,
+            "template": template,
+            "env": env_pairs,
+            "ports": list(port or []),
+            "max_duration": max_duration,
+            "attempts": attempts,
+            "ready_timeout": ready_timeout,
+            "watchdog_grace": watchdog_grace,
+        }
+        view = call_service(
+            service, lambda client: remote.rent(client, body, wait=wait, progress=_progress())
+        )
+        summary = remote.up_summary(view)
+    else:
+        from gpushop.service import rentals as local
+        from gpushop.service.types import UpOptions
+
+        opts = UpOptions(
+            query=query,
+            sort=sort,
+            offer_id=offer,
+            image=image or (None if template else UpOptions.image),
+            template_hash=template,
+            env=env_pairs,
+            ports=list(port or []),
+            onstart=onstart,
+            max_duration_s=max_duration_s,
+            max_attempts=attempts,
+            ready_timeout_s=ready_timeout_s,
+            wait=wait,
+            watchdog_grace_s=watchdog_grace_s,
+            bid_price=bid,
+            keep_interrupted=keep_interrupted,
+            rebid=rebid,
+            budget_usd=cfg.gpushop_budget_usd,
+            price_cap=price_cap,
+        )
+        rented = run_async(local.rent(cfg, opts, provider=provider, progress=_progress()))
+        summary, unguarded = rented.summary, rented.unguarded
     if unguarded and unguarded.overdue:
         warn(unguarded.overdue)
     if as_json:
-        print_json(rented.summary)
+        print_json(summary)
         return
+    deadline = datetime.fromisoformat(summary["deadline"])
     print(
-        f"{rental.id} ready in {time.monotonic() - started:.0f}s: {rental.num_gpus}x "
-        f"{rental.gpu_name} at ${rental.price_per_hour or 0:.3f}/h on {rental.provider} "
-        f"instance {rental.instance_id}; released by {rental.deadline:%Y-%m-%d %H:%M} UTC"
+        f"{summary['rental_id']} ready in {time.monotonic() - started:.0f}s: "
+        f"{summary['num_gpus']}x {summary['gpu_name']} at ${summary['price_per_hour'] or 0:.3f}/h"
+        f" on {summary['provider']} instance {summary['instance_id']}; "
+        f"released by {deadline:%Y-%m-%d %H:%M} UTC"
     )
-    if rental.ssh_host:
+    if summary["ssh_host"]:
         print(
-            f"  ssh -p {rental.ssh_port} {rental.ssh_user or 'root'}@{rental.ssh_host}"
-            f"   (or: gpushop ssh {rental.id})"
+            f"  ssh -p {summary['ssh_port']} {summary['ssh_user'] or 'root'}@{summary['ssh_host']}"
+            f"   (or: gpushop ssh {summary['rental_id']})"
         )
-    print(f"  release: gpushop down {rental.id}")
+    print(f"  release: gpushop down {summary['rental_id']}")
     if unguarded:
         print(f"  {unguarded.note}")
+
+
+def _offer_shown(token: str | None) -> str | None:
+    """``--offer``: the full id of the offer a table of this machine showed as ``token``; the
+    service resolves any other id or prefix among its current offers."""
+    if token is None:
+        return None
+    from gpushop import offer_ids
+    from gpushop.config import cache_dir
+
+    return offer_ids.recall(cache_dir(), token) or token.strip()
 
 
 def ps(
@@ -191,36 +251,28 @@ def ps(
     as_json: JsonOpt = False,
 ) -> None:
     """Your rentals, with their cost so far."""
-    from gpushop.service import rentals as service
+    cfg = settings()
+    service = team_service(cfg)
+    listing: Listing | None = None
+    if service is not None:
+        from gpushop.client import remote
 
-    listing = service.list_rentals(settings(), include_ended=all_)
+        rows = call_service(service, lambda c: remote.rentals(c, include_ended=all_))
+        now = datetime.now(UTC)
+    else:
+        from gpushop.service import rentals as local
+
+        listing = local.list_rentals(cfg, include_ended=all_)
+        rows, now = listing.rows, listing.now
     if as_json:
-        print_json(listing.rows)
+        print_json(rows)
         return
-    from rich.table import Table
+    from gpushop.cli.render import rentals_table
 
-    from gpushop.cli.render import console
-
-    table = Table(header_style="bold")
-    for col in ("rental", "state", "provider:instance", "GPU", "$/h", "cost $", "age", "left"):
-        table.add_column(col, no_wrap=True)
-    now = listing.now
-    for r, row in zip(listing.rentals, listing.rows, strict=True):
-        age = (now - r.created_at).total_seconds()
-        left = (r.deadline - now).total_seconds()
-        table.add_row(
-            r.id,
-            str(r.state),
-            f"{r.provider}:{r.instance_id or '-'}",
-            f"{r.num_gpus or '?'}x {r.gpu_name or '?'}",
-            f"{r.price_per_hour or 0:.3f}",
-            f"{row['cost_usd']:.3f}",
-            _dur(age),
-            "-" if r.state.terminal else _dur(max(left, 0)),
-        )
-    console().print(table)
-    _watchdog_notes(listing)
-    if any(r.state.value == "stopped" for r in listing.rentals):
+    rentals_table(rows, now)
+    if listing is not None:  # the service reconciles its own rentals
+        _watchdog_notes(listing)
+    if any(row["state"] == "stopped" for row in rows):
         warn("stopped rentals still bill storage: release them with `gpushop down`")
 
 
@@ -234,9 +286,9 @@ def _watchdog_notes(listing: Listing) -> None:
 
 
 def _dur(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    from gpushop.cli.render import duration
+
+    return duration(seconds)
 
 
 def down(
@@ -245,17 +297,26 @@ def down(
     as_json: JsonOpt = False,
 ) -> None:
     """Release rentals for good: destroy, then verify they are gone."""
-    from gpushop.service import rentals as service
-
     if not rental_ids and not all_:
         raise UsageError("name the rentals to release, or --all")
-    released = run_async(service.release(settings(), rental_ids or [], every_live=all_))
+    cfg = settings()
+    service = team_service(cfg)
+    if service is not None:
+        from gpushop.client import remote
+
+        names = rental_ids or []
+        released = call_service(service, lambda c: remote.release(c, names, every_live=all_))
+    else:
+        from gpushop.service import rentals as local
+
+        done = run_async(local.release(cfg, rental_ids or [], every_live=all_))
+        released = [item.as_json() for item in done]
     if as_json:
-        print_json([item.as_json() for item in released])
+        print_json(released)
     else:
         for item in released:
-            print(f"{item.rental_id}: {item.error or item.state}")
-    if any(item.error is not None for item in released):
+            print(f"{item['rental_id']}: {item.get('error') or item['state']}")
+    if any(item.get("error") is not None for item in released):
         raise typer.Exit(1)
 
 
@@ -364,11 +425,35 @@ def extend(
 def ssh_cmd(
     rental_id: Annotated[str, typer.Argument(help="Rental id.")],
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
+    identity: Annotated[
+        str | None,
+        typer.Option(
+            "--identity",
+            "-i",
+            help="A team service's rentals: your private key (default: OpenSSH's choice).",
+        ),
+    ] = None,
 ) -> None:
     """SSH to a rental (interactive with OpenSSH, or run one command)."""
+    cfg = settings()
+    server = team_service(cfg)
+    if server is not None:
+        # the service's rental, reached with the user's own key (registered with
+        # POST /v1/me/ssh-keys and installed on it by the service), never the service's
+        from gpushop.client import remote
+
+        view = call_service(server, lambda c: remote.rental(c, rental_id))
+        argv = remote.openssh_argv(view, identity, list(command or []))
+        sys.stdout.flush()
+        os.execv(argv[0], argv)
+    if identity is not None:
+        raise UsageError(
+            "--identity is for a team service's rentals (GPUSHOP_SERVER): "
+            "gpushop reaches its own rentals with its own key"
+        )
     from gpushop.service import rentals as service
 
-    access = service.ssh_access(settings(), rental_id)
+    access = service.ssh_access(cfg, rental_id)
     if command:
         code, out, err = run_async(service.run_over_ssh(access, command))
         sys.stdout.write(out)
@@ -385,13 +470,21 @@ def costs(
     as_json: JsonOpt = False,
 ) -> None:
     """What your rentals cost, by day, GPU model and provider, against what was billed."""
-    from gpushop.service import rentals as service
-
     if days is not None and days < 1:
         raise UsageError("--days must be at least 1")
     now = datetime.now(UTC)
     cfg = settings()
-    data = run_async(service.cost_report(cfg, days=days, now=now, warn=warn))
+    server = team_service(cfg)
+    if server is not None:
+        from gpushop.client import remote
+
+        data, warnings = call_service(server, lambda c: remote.costs(c, days))
+        for message in warnings:
+            warn(message)
+    else:
+        from gpushop.service import rentals as service
+
+        data = run_async(service.cost_report(cfg, days=days, now=now, warn=warn))
     if as_json:
         print_json(data)
         return

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Iterable
+from typing import Annotated, Any
 
 import typer
 
-from gpushop.cli.common import print_json, run_async, settings, warn
+from gpushop.cli.common import call_service, print_json, run_async, settings, team_service, warn
 from gpushop.errors import UsageError
 from gpushop.models import SortKey
 from gpushop.offer_flags import build_query
-
-if TYPE_CHECKING:
-    from gpushop.market.service import MarketSummary, SearchResult
 
 GpuOpt = Annotated[
     list[str] | None,
@@ -91,25 +89,53 @@ def offers(
         settings_max_price=cfg.vastai_max_bid_per_hour,
     )
 
-    async def go() -> object:
-        from gpushop.shop import Shop
+    service = team_service(cfg)
+    if service is not None:
+        from gpushop.client import remote
 
-        async with Shop(cfg, provider=provider) as shop:
-            return await shop.market.search(query, sort, limit)
+        params: dict[str, Any] = {
+            "gpu": gpu,
+            "min_vram": min_vram,
+            "num_gpus": num_gpus,
+            # the cap this machine sets (VASTAI_MAX_BID_PER_HOUR) holds here too
+            "max_price": max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
+            "min_reliability": min_reliability,
+            "disk": disk,
+            "min_cuda": min_cuda,
+            "country": country,
+            "interruptible": interruptible,
+            "unverified": unverified,
+            "sort": sort.value,
+            "limit": limit,
+            "provider": provider,
+        }
+        found = call_service(service, lambda client: remote.offers(client, params))
+        shown, warnings, described = found["offers"], found["warnings"], found["query"]
+        known: Iterable[str] = [o["id"] for o in shown]  # the service names no others
+    else:
 
-    from gpushop.market.service import SearchResult
+        async def go() -> object:
+            from gpushop.shop import Shop
 
-    result = run_async(go())
-    assert isinstance(result, SearchResult)
-    for message in result.warnings:
+            async with Shop(cfg, provider=provider) as shop:
+                return await shop.market.search(query, sort, limit)
+
+        from gpushop.market.service import SearchResult
+        from gpushop.market.views import offer_json
+
+        result = run_async(go())
+        assert isinstance(result, SearchResult)
+        shown = [offer_json(o) for o in result.offers]
+        warnings, described, known = result.warnings, query.describe(), result.known_ids
+    for message in warnings:
         warn(message)
+    if as_json:
+        print_json(shown)
+        return
     from gpushop.cli import render
 
-    if as_json:
-        print_json([render.offer_json(o) for o in result.offers])
-        return
-    title = f"Best {len(result.offers)} offers by {sort.value}: {query.describe()}"
-    render.offers_table(result.offers, title, _short_ids([o.id for o in result.offers], result))
+    title = f"Best {len(shown)} offers by {sort.value}: {described}"
+    render.offers_table(shown, title, _short_ids([o["id"] for o in shown], known))
 
 
 def market(
@@ -127,37 +153,53 @@ def market(
     selectors = parse_gpu_list(gpu)
     cfg = settings()
 
-    async def go() -> object:
-        from gpushop.shop import Shop
+    service = team_service(cfg)
+    if service is not None:
+        from gpushop.client import remote
 
-        async with Shop(cfg, provider=provider) as shop:
-            return await shop.market.summary(selectors, min_reliability)
+        params: dict[str, Any] = {
+            "gpu": gpu,
+            "min_reliability": min_reliability,
+            "provider": provider,
+        }
+        summary, warnings = call_service(service, lambda client: remote.market(client, params))
+        known: Iterable[str] = [m["best"]["id"] for m in summary["models"] if m["best"]]
+    else:
 
-    from gpushop.cli import render
-    from gpushop.market.service import MarketSummary
+        async def go() -> object:
+            from gpushop.shop import Shop
 
-    summary = run_async(go())
-    assert isinstance(summary, MarketSummary)
-    for message in summary.warnings:
+            async with Shop(cfg, provider=provider) as shop:
+                return await shop.market.summary(selectors, min_reliability)
+
+        from gpushop.market.service import MarketSummary
+        from gpushop.market.views import market_json
+
+        found = run_async(go())
+        assert isinstance(found, MarketSummary)
+        summary, warnings, known = market_json(found), found.warnings, found.known_ids
+    for message in warnings:
         warn(message)
     if as_json:
-        print_json(render.market_json(summary))
+        print_json(summary)
         return
+    from gpushop.cli import render
+
     title = (
-        f"Market: {summary.total_offers} verified on-demand offers"
+        f"Market: {summary['total_offers']} verified on-demand offers"
         f" (best reliable = reliability >= {min_reliability:g}, 32 GB disk)"
     )
-    best = [m.best.id for m in summary.models if m.best]
-    render.market_table(summary, title, _short_ids(best, summary))
+    best = [m["best"]["id"] for m in summary["models"] if m["best"]]
+    render.market_table(summary, title, _short_ids(best, known))
 
 
-def _short_ids(shown: list[str], found: SearchResult | MarketSummary) -> dict[str, str]:
+def _short_ids(shown: list[str], known: Iterable[str]) -> dict[str, str]:
     """The short ids a table shows (unique among every current offer the command saw), kept on
     this machine so that `--offer SHORT` rents exactly the offer shown (offer_ids.py)."""
     from gpushop import offer_ids
     from gpushop.config import cache_dir
 
-    short = offer_ids.short_ids(shown, found.known_ids)
+    short = offer_ids.short_ids(shown, known)
     offer_ids.remember(cache_dir(), short)
     return short
 
