@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +18,8 @@ from schemathesis import GenerationMode, checks
 import serve_process
 from gpushop.service import users
 from gpushop.store import Store
+from gpushop.store.secret_box import keygen
+from waiting import until
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +41,7 @@ def service(
         "GPUSHOP_CONFIG_DIR": str(home / "config"),
         "GPUSHOP_RATE_LIMIT": "false",
         "GPUSHOP_BUDGET_USD": "0",  # whatever is generated, nothing is rented
+        "GPUSHOP_SECRET_KEY": keygen(),  # a generated job's secrets are sealed
         "GPUSHOP_API_RATE_LIMIT": "100000/second",
     }
     url, proc = serve_process.start(env, stdout=subprocess.DEVNULL)
@@ -47,8 +51,11 @@ def service(
     assert "Traceback" not in err, err
 
 
-def test_no_500_and_answers_match_their_schemas(service: tuple[str, str]) -> None:
+def test_no_500_and_answers_match_their_schemas(
+    service: tuple[str, str], emulator_server: Any
+) -> None:
     url, token = service
+    creates = emulator_server.control.request_count("PUT /api/v0/asks/{id}/")
     api = schemathesis.openapi.from_url(f"{url}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
     assert len(operations) >= 15
@@ -57,9 +64,10 @@ def test_no_500_and_answers_match_their_schemas(service: tuple[str, str]) -> Non
     runs = [(op, GenerationMode.POSITIVE) for op in operations] + [
         (op, GenerationMode.NEGATIVE)
         for op in operations
-        if op.method.upper() == "POST" and op.path in ("/v1/rentals", "/v1/me/ssh-keys")
+        if op.method.upper() == "POST"
+        and op.path in ("/v1/rentals", "/v1/me/ssh-keys", "/v1/jobs", "/v1/train/flux-lora")
     ]
-    assert len(runs) == len(operations) + 2
+    assert len(runs) == len(operations) + 4
     for operation, mode in runs:
 
         @given(case=operation.as_strategy(generation_mode=mode))
@@ -82,3 +90,12 @@ def test_no_500_and_answers_match_their_schemas(service: tuple[str, str]) -> Non
             )
 
         conforms()
+
+    # the jobs that passed validation were refused money (budget 0) before any rental
+    def all_ended() -> list[dict[str, Any]]:
+        found = httpx.get(f"{url}/v1/jobs", params={"ended": "true"}, headers=headers).json()
+        return found if all(j["state"] == "failed" for j in found) else []
+
+    jobs = until(all_ended, "the generated jobs to end")
+    assert jobs, "no generated job passed validation: the job schema is not exercised"
+    assert emulator_server.control.request_count("PUT /api/v0/asks/{id}/") == creates

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -26,6 +27,18 @@ from gpushop.service.team_rentals import Provisioning
 class SshKeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     public_key: str = Field(min_length=1, max_length=16_384, description="one OpenSSH line")
+
+
+def _document_forms(app: FastAPI) -> None:
+    """The OpenAPI document, with the models of the JSON parts of the job forms."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            jobs.document(generate())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(cfg: Settings) -> FastAPI:
@@ -68,6 +81,7 @@ def create_app(cfg: Settings) -> FastAPI:
     app.add_middleware(metrics.Timing)
     app.add_middleware(UploadLimit, max_bytes=cfg.gpushop_max_upload_bytes)
     errors.install(app)
+    _document_forms(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

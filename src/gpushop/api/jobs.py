@@ -15,6 +15,8 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Upl
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.exceptions import HTTPException
 
 from gpushop.api import job_stream
 from gpushop.api.auth import CurrentUser
@@ -99,7 +101,12 @@ class FluxBody(BaseModel):
     dry_run: bool = Field(default=False, description="plan only: nothing is rented")
 
 
-def _parse(model: type[M], text: str, part: str) -> M:
+class UnsupportedBody(HTTPException):
+    def __init__(self, message: str) -> None:
+        super().__init__(415, message)
+
+
+def _parse(model: type[M], text: str | bytes, part: str) -> M:
     try:
         return model.model_validate_json(text)
     except ValidationError as exc:
@@ -123,7 +130,7 @@ def _supervisor(request: Request) -> Supervisor:
     return supervisor
 
 
-async def _saved(upload: UploadFile, folder: Path) -> Path:
+async def _saved(upload: StarletteUpload, folder: Path) -> Path:
     """The upload as a file of its own (unpacked from there, then removed)."""
     target = folder / "upload"
 
@@ -136,31 +143,77 @@ async def _saved(upload: UploadFile, folder: Path) -> Path:
     return target
 
 
-@router.post("/jobs", status_code=202)
-async def submit(
-    user: CurrentUser,
-    request: Request,
-    response: Response,
-    spec: Annotated[str, Form(description="RunBody, as JSON")],
-    inputs: Annotated[
-        UploadFile | None, File(description="tar, tar.gz or zip; unpacked into inputs_to")
-    ] = None,
-) -> dict[str, Any]:
+_RUN_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/RunBody"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["spec"],
+                "properties": {
+                    "spec": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "description": "RunBody, as JSON",
+                    },
+                    "inputs": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "tar, tar.gz or zip; unpacked into inputs_to",
+                    },
+                },
+            }
+        },
+    },
+}
+
+
+@router.post("/jobs", status_code=202, openapi_extra={"requestBody": _RUN_BODY})
+async def submit(user: CurrentUser, request: Request, response: Response) -> dict[str, Any]:
     """Run a command on the best offer: answers once the job is written (202, Location); the
     service rents, uploads, runs, follows, downloads the artifacts and releases, and finishes it
-    even if this replica dies."""
-    body = _parse(RunBody, spec, "spec")
+    even if this replica dies. The body: RunBody as JSON, or a form with ``spec`` (RunBody as
+    JSON) and an ``inputs`` archive."""
     cfg, store = _cfg(request), _store(request)
-    req = team_jobs.RunRequest(
-        **{**body.model_dump(), "offer": team_jobs.OfferRequest(**body.offer.model_dump())}
-    )
     owner = request.app.state.replica.owner
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     with tempfile.TemporaryDirectory(dir=_tmp_root(cfg)) as tmp:
-        archive = await _saved(inputs, Path(tmp)) if inputs is not None else None
+        archive: Path | None = None
+        if kind == "application/json":
+            body = _parse(RunBody, await request.body(), "body")
+        elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            async with request.form(max_files=1, max_fields=4) as form:
+                spec, inputs = form.get("spec"), form.get("inputs")
+                if not isinstance(spec, str):
+                    raise RequestValidationError(
+                        [{"loc": ("body", "spec"), "msg": "Field required", "type": "missing"}]
+                    )
+                body = _parse(RunBody, spec, "spec")
+                if isinstance(inputs, StarletteUpload):
+                    archive = await _saved(inputs, Path(tmp))
+        else:
+            raise UnsupportedBody("send RunBody as application/json, or a multipart/form-data form")
+        req = team_jobs.RunRequest(
+            **{**body.model_dump(), "offer": team_jobs.OfferRequest(**body.offer.model_dump())}
+        )
         job = await asyncio.to_thread(team_jobs.submit_run, cfg, store, owner, user, req, archive)
     _supervisor(request).start(job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return await asyncio.to_thread(team_jobs.view, store, job)
+
+
+def document(schema: dict[str, Any]) -> None:
+    """Put the JSON parts' models in the OpenAPI document (the form's ``spec`` and
+    ``options`` are JSON of these), for clients and schemathesis alike."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (RunBody, FluxBody):
+        found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(found.pop("$defs", {}))
+        components[model.__name__] = found
+    for name, part in components.items():
+        if name.startswith("Body_train_flux_lora"):
+            part["properties"]["options"]["contentMediaType"] = "application/json"
 
 
 @router.post("/train/flux-lora", status_code=202)
