@@ -18,11 +18,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(env: dict[str, str], **popen: object) -> tuple[str, subprocess.Popen[str]]:
-    """(base URL, process) once its /healthz answers; fails if it dies or never answers."""
+def start(env: dict[str, str], *args: str, **popen: object) -> tuple[str, subprocess.Popen[str]]:
+    """(base URL, process) once its /healthz answers; fails if it dies or never answers.
+    ``args``: more of `gpushop serve`'s options."""
     port = free_port()
     proc: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
-        [sys.executable, "-m", "gpushop", "serve", "--port", str(port)],
+        [sys.executable, "-m", "gpushop", "serve", "--port", str(port), *args],
         env=env,
         text=True,
         **({"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} | popen),

@@ -36,7 +36,8 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 TAKEOVERS = Counter(
     "gpushop_lease_takeovers_total",
-    "In-flight rentals this replica took over from a dead owner (an expired lease)",
+    "In-flight rentals and unfinished jobs this replica took over from a dead owner (an"
+    " expired lease)",
 )
 LOOP_LAG = Gauge(
     "gpushop_background_lag_seconds",

@@ -58,8 +58,8 @@ def serve() -> Iterator[Callable[..., tuple[str, subprocess.Popen[str]]]]:
     """Start `gpushop serve` with an environment; (base URL, process) once it answers."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(env: dict[str, str]) -> tuple[str, subprocess.Popen[str]]:
-        url, proc = serve_process.start(env)
+    def start(env: dict[str, str], *args: str) -> tuple[str, subprocess.Popen[str]]:
+        url, proc = serve_process.start(env, *args)
         started.append(proc)
         return url, proc
 

@@ -4,6 +4,7 @@ background-loop lag, lease takeovers."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,3 +65,30 @@ def test_metrics_tell_requests_provider_calls_rentals_and_spend(
     after = scrape(url)
     assert value(after["gpushop_rentals"], "gpushop_rentals", state="released") == 1
     assert value(after["gpushop_spend_usd_per_hour"], "gpushop_spend_usd_per_hour") == 0
+
+
+def _workers(pid: int) -> list[Path]:
+    """The processes multiprocessing spawned for ``pid`` (uvicorn's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            found.append(stat.parent)
+    return found
+
+
+def test_with_workers_a_scrape_counts_every_workers_requests(
+    serve: Any, environment: dict[str, str], capsys: Any
+) -> None:
+    url, proc = serve(environment, "--workers", "2")
+    alice = token(capsys, "alice")
+    until(lambda: len(_workers(proc.pid)) == 2, "two worker processes")
+    for _ in range(40):  # a connection each: the kernel hands them to either worker
+        assert httpx.get(f"{url}/v1/me", headers=alice).status_code == 200
+    requests = scrape(url)["gpushop_http_request_duration_seconds"]
+    count = "gpushop_http_request_duration_seconds_count"
+    assert value(requests, count, method="GET", route="/v1/me", status="200") == 40

@@ -112,3 +112,10 @@ def create_app(cfg: Settings) -> FastAPI:
         return users.ssh_keys(stores.get(), user)
 
     return app
+
+
+def from_environment() -> FastAPI:
+    """The app for each of `gpushop serve --workers N`'s processes (uvicorn imports it)."""
+    from gpushop.config import load_settings
+
+    return create_app(load_settings())
