@@ -204,6 +204,28 @@ def test_a_failed_host_names_the_rental_that_replaces_it(
     assert shown["replaced_by"] is None and shown["ssh"]
 
 
+def test_a_rental_released_while_provisioning_is_not_replaced(
+    serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
+) -> None:
+    url, _ = serve(environment)
+    gil = token(capsys, "gil")
+    emulator.control.stuck_loading(count=1)  # it stays loading until released
+    created = httpx.post(f"{url}/v1/rentals", json=BODY, headers=gil, timeout=60)
+    where = url + created.headers["location"]
+    until(lambda: live_instances(emulator), "the instance to be created")
+    assert httpx.post(f"{where}/release", headers=gil, timeout=60).status_code == 200
+    # the provisioner sees its instance go: no host failure, nothing rented in its place
+    shown = until(
+        lambda: (r := httpx.get(where, headers=gil).json())["provisioning_ended"] and r,
+        "the provisioning to end",
+    )
+    assert shown["state"] == "released" and shown["replaced_by"] is None
+    assert "released while it was being provisioned" in shown["provisioning_error"]
+    assert emulator.control.request_count("PUT /api/v0/asks/{id}/") == 1
+    assert httpx.get(f"{url}/v1/rentals", headers=gil).json() == []
+    assert live_instances(emulator) == []
+
+
 def test_events_tell_each_user_of_their_own_rentals_from_a_cursor(
     serve: Any, environment: dict[str, str], emulator: Any, capsys: Any
 ) -> None:

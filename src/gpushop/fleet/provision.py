@@ -234,6 +234,23 @@ class Provisioner:
         except BaseException as exc:
             if lost:  # another process took it over: it is theirs to finish or release
                 raise lease.lease_lost(rental.id) from None
+            current = self.store.get(rental.id)
+            if (
+                isinstance(exc, GpushopError)
+                and current is not None
+                and current.state
+                in (
+                    RentalState.RELEASING,
+                    RentalState.RELEASED,
+                )
+            ):
+                # someone released it (`gpushop down`, the API) while it was provisioning: its
+                # instance going away is no host failure, and nobody wants another in its place
+                await asyncio.shield(self._cleanup(rental.id, provider, exc, progress))
+                raise ReleasedMeanwhile(
+                    f"{rental.id} was released while it was being provisioned; not renting"
+                    " another in its place"
+                ) from None
             # Whatever happened (an error, a timeout, Ctrl-C), nothing may keep billing.
             await asyncio.shield(self._cleanup(rental.id, provider, exc, progress))
             raise
@@ -454,6 +471,10 @@ class Provisioner:
 
 class HostLied(GpushopError):
     pass
+
+
+class ReleasedMeanwhile(GpushopError):
+    """The rental being provisioned was released by someone else: stop, rent nothing more."""
 
 
 def with_watchdog(

@@ -165,10 +165,18 @@ class Provisioning:
                         if not written.done():
                             written.set_result(rental)
 
-                    rental = await shop.provisioner(self.owner).up(opts, lambda line: None, claimed)
-                    lines = [line for _, line, _ in shop.store.users.identities(user.id)]
-                if lines and rental.ssh_host:
-                    await install_ssh_keys(self.cfg, rental.id, lines)
+                    error: str | None = None
+                    try:
+                        provisioner = shop.provisioner(self.owner)
+                        rental = await provisioner.up(opts, lambda line: None, claimed)
+                        lines = [line for _, line, _ in shop.store.users.identities(user.id)]
+                        if lines and rental.ssh_host:
+                            await install_ssh_keys(self.cfg, rental.id, lines)
+                    except Exception as exc:
+                        error = str(exc)
+                        raise
+                    finally:
+                        await asyncio.to_thread(_ended, shop.store, latest, error)
             except Exception as exc:
                 if not written.done():
                     written.set_exception(exc)
@@ -206,6 +214,13 @@ class Provisioning:
             await asyncio.wait(list(self.tasks))
 
 
+def _ended(store: Store, rentals: list[Rental], error: str | None) -> None:
+    """Say on each rental a create made that its provisioning is over (a client following one
+    stops waiting for a replacement), and how."""
+    for rental in rentals:
+        store.update(rental.id, details={"provisioning_ended": True, "provisioning_error": error})
+
+
 def visible(store: Store, user: User, rental_id: str) -> Rental:
     """The rental if the user may see it (theirs, or any for an admin): 404 otherwise, never
     saying whether it exists."""
@@ -238,6 +253,9 @@ def view(rental: Rental, now: datetime | None = None) -> dict[str, Any]:
         "error": rental.error,
         # the host failed and the next offer is being rented as this other rental
         "replaced_by": rental.details.get("replaced_by"),
+        # the create that made it is over: no replacement will come (and why, if it failed)
+        "provisioning_ended": bool(rental.details.get("provisioning_ended")),
+        "provisioning_error": rental.details.get("provisioning_error"),
     }
 
 
