@@ -319,13 +319,17 @@ def keygen() -> None:
 @secrets_app.command("rotate")
 def rotate_key() -> None:
     """Re-encrypt every stored secret under the first key of GPUSHOP_SECRET_KEY."""
-    from gpushop.service import users, webhooks
+    from gpushop.service import team_jobs, users, webhooks
 
     cfg = settings()
     with users.open_store(cfg) as store:
         count = webhooks.reseal_all(cfg, store)
-    print(f"re-encrypted the secrets of {count} webhook endpoint(s) under the first key")
-    if count:
+        jobs = team_jobs.reseal(cfg, store)
+    print(
+        f"re-encrypted the secrets of {count} webhook endpoint(s) and {jobs} unfinished job(s)"
+        " under the first key"
+    )
+    if count or jobs:
         print(
             "gpushop: the keys after the first in GPUSHOP_SECRET_KEY may be dropped now",
             file=sys.stderr,

@@ -264,6 +264,18 @@ def create_flux(
         raise
 
 
+def reseal(cfg: Settings, store: Store) -> int:
+    """The secrets of every unfinished job re-encrypted under GPUSHOP_SECRET_KEY's first key
+    (`gpushop secrets rotate`); how many jobs."""
+    from gpushop.service.webhooks import box
+
+    opened = box(cfg)
+    found = store.sealed_jobs()
+    for job_id, sealed in found:
+        store.update_job(job_id, sealed_secrets=opened.reseal(sealed))
+    return len(found)
+
+
 # -- reading -------------------------------------------------------------------------------------
 def visible(store: Store, user: User, job_id: str) -> Job:
     """The job if the user may see it (theirs, or any for an admin): 404 otherwise."""

@@ -40,8 +40,9 @@ class JobLog:
         self.store = store
 
     def append(self, job_id: str, pieces: Sequence[tuple[str, bytes]]) -> int:
-        """Add pieces in order (consecutive ``out`` pieces become one row); the last seq. Two
-        writers at once: the second's insert fails on the key (StaleState), never interleaves."""
+        """Add pieces in order (consecutive ``out`` pieces become one row); the last seq. One
+        writer at a time is the lease's business (the runner is fenced); should two race
+        anyway, the loser's insert fails on the key (StaleState) rather than reuse a seq."""
         merged: list[tuple[str, bytes]] = []
         for kind, data in pieces:
             if kind not in (OUT, NOTE):

@@ -111,6 +111,8 @@ class JobRecords:
                 elif key == "state":
                     value = JobState(value).value
                 setattr(row, key, value)
+            if JobState(row.state).terminal:
+                row.sealed_secrets = None  # an ended job needs its secrets no more
             row.updated_at = self.clock()
             told = events.JOB_EVENTS.get(JobState(row.state)) if row.state != before else None
             if told is not None:  # what the team hears of, in the same transaction
@@ -125,6 +127,12 @@ class JobRecords:
                 )
             session.flush()
             return _to_job(row)
+
+    def sealed_jobs(self) -> builtins.list[tuple[str, str]]:
+        """(job id, sealed secrets) of every job that still keeps some (to re-encrypt them)."""
+        query = select(JobRow.id, JobRow.sealed_secrets).where(JobRow.sealed_secrets.is_not(None))
+        with self._read() as session:
+            return [(job_id, str(sealed)) for job_id, sealed in session.execute(query)]
 
     def claim_job(
         self, job_id: str, owner_host: str, owner_pid: int, *, lease_s: float | None = None
