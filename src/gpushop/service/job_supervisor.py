@@ -24,6 +24,7 @@ from gpushop.jobs.runner import CANCELLED_BY_USER, HANDED_OFF, JobLeaseLost, Job
 from gpushop.models import JobState
 from gpushop.store import Job, Store
 from gpushop.store.job_log import NOTE
+from gpushop.store.secret_box import SecretUnreadable
 
 log = logging.getLogger("gpushop.jobs")
 
@@ -81,7 +82,14 @@ class Supervisor:
         if job is None or job.state.terminal:
             return
         try:
-            secrets = await asyncio.to_thread(self.secrets_of, job)
+            try:
+                secrets = await asyncio.to_thread(self.secrets_of, job)
+            except SecretUnreadable as exc:
+                # only a (re)launch needs them: a running job is followed to its end all the
+                # same, and a launch that lacks them fails the job naming the secret
+                secrets = {}
+                note = f"its secrets do not open here ({exc}); a relaunch would fail"
+                await asyncio.to_thread(store.job_log.append, job_id, [(NOTE, note.encode())])
             user = await asyncio.to_thread(store.users.get, job.user_id) if job.user_id else None
             hooks, _ = views_for(job)
             provider = job.spec.get("offer", {}).get("provider")
