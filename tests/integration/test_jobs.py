@@ -20,7 +20,7 @@ import pytest
 
 from cli_run import cli, interruptible_cli
 from gpushop.fleet.owners import pid_alive
-from gpushop.jobs.runner import log_path
+from gpushop.jobs.contract import log_path
 from gpushop.store import Job, Store
 from waiting import until
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cli_run import cli
-from gpushop.jobs.runner import ResumePlan
+from gpushop.jobs.contract import ResumePlan
 from gpushop.jobs.spec import Transfer
 from gpushop.recipes.aitoolkit import saved_step
 from gpushop.recipes.safetensors import SafetensorsError, verify_lora

@@ -20,7 +20,8 @@ from gpushop import metrics
 from gpushop.config import Settings
 from gpushop.errors import GpushopError
 from gpushop.fleet.owners import Owner, owner_alive
-from gpushop.jobs.runner import CANCELLED_BY_USER, HANDED_OFF, JobLeaseLost, JobRunner, ServiceRun
+from gpushop.jobs.contract import CANCELLED_BY_USER, HANDED_OFF, JobLeaseLost, ServiceRun
+from gpushop.jobs.runner import JobRunner
 from gpushop.models import JobState
 from gpushop.store import Job, Store
 from gpushop.store.job_log import NOTE

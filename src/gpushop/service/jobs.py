@@ -17,9 +17,10 @@ from typing import Any, Protocol
 from gpushop.config import Settings
 from gpushop.errors import UsageError
 from gpushop.fleet.owners import Owner, owner_alive
-from gpushop.jobs import runner
+from gpushop.jobs import contract
+from gpushop.jobs.contract import Hooks, Output
 from gpushop.jobs.offer_flags import offer_flags
-from gpushop.jobs.runner import Hooks, JobRunner, Output
+from gpushop.jobs.runner import JobRunner
 from gpushop.jobs.spec import JobSpec, parse_download, parse_env, parse_upload
 from gpushop.jobs.timings_report import summarize
 from gpushop.recipes.aitoolkit import Progress, is_milestone, last_progress
@@ -34,11 +35,11 @@ class JobOutput(Output, Protocol):
 
 
 def log_path(job_id: str) -> Path:
-    return runner.log_path(job_id)
+    return contract.log_path(job_id)
 
 
 def job_dir(job_id: str) -> Path:
-    return runner.job_dir(job_id)
+    return contract.job_dir(job_id)
 
 
 # -- create --------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any
 
 from gpushop.config import Settings
 from gpushop.errors import NoMatchError, UsageError
+from gpushop.jobs.contract import Hooks, ResumePlan
 from gpushop.jobs.offer_flags import QUERY_DEFAULTS, QUERY_KEYS
-from gpushop.jobs.runner import Hooks, ResumePlan
 from gpushop.jobs.spec import JobSpec, Transfer
 from gpushop.models import Offer, SortKey
 from gpushop.offer_flags import build_query

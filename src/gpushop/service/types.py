@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gpushop.fleet.provision import UpOptions
-from gpushop.jobs.runner import Hooks, Output
+from gpushop.jobs.contract import Hooks, Output
 from gpushop.jobs.spec import JobSpec, Transfer
 from gpushop.recipes.aitoolkit import Progress
 from gpushop.recipes.dataset import DatasetError
