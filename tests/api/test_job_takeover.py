@@ -136,8 +136,8 @@ def test_a_replica_that_shuts_down_hands_its_job_off_at_once(
             == "succeeded"
             and j
         ),
-        "the other replica to finish it well within one lease",
-        timeout=30,
+        "the other replica to finish it (a loaded machine aside, well within one lease)",
+        timeout=55,
     )
     assert httpx.get(log, headers=auth).text == "one\ntwo\n"
     assert done["rental"]["state"] == "released" and live_instances(emulator) == []

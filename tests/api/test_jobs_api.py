@@ -51,7 +51,8 @@ def creates(emu: Any) -> int:
     return emu.control.request_count("PUT /api/v0/asks/{id}/")
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60.0) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 120.0) -> Any:
+    """A safety net for a loaded machine, not an expected duration."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
