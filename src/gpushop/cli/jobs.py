@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gpushop.cli.common import print_json, run_async, settings
+from gpushop.cli.common import print_json, run_async, settings, team_service
 from gpushop.cli.shopping import (
     CountryOpt,
     DiskOpt,
@@ -168,22 +168,42 @@ def drive(
 
 def finish(job: Job, as_json: bool) -> None:
     """The summary of an ended job, and its outcome as the exit code."""
-    summary = job_summary(job)
+    show_end(job_summary(job), as_json)
+
+
+def show_end(summary: dict[str, Any], as_json: bool) -> None:
+    """An ended job's summary (as `run --json` prints it), and its outcome as the exit code:
+    a local job's or a team service's alike."""
     if as_json:
         print_json(summary)
     else:
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings"].items())
         print(
-            f"job {job.id} {job.state.value}"
-            + (f" (exit {job.exit_code})" if job.exit_code is not None else "")
-            + f"; cost ${job.cost_usd or 0:.4f}; {phases}",
+            f"job {summary['job_id']} {summary['state']}"
+            + (f" (exit {summary['exit_code']})" if summary["exit_code"] is not None else "")
+            + f"; cost ${summary['cost_usd'] or 0:.4f}; {phases}",
             file=sys.stderr,
         )
-        if job.error:
-            print(f"  {job.error}", file=sys.stderr)
-    code = EXIT_BY_STATE.get(job.state.value, 1)
+        if summary["error"]:
+            print(f"  {summary['error']}", file=sys.stderr)
+    code = EXIT_BY_STATE.get(summary["state"], 1)
     if code:
         raise typer.Exit(code)
+
+
+def detached(
+    job_id: str, as_json: bool, extra: dict[str, Any] | None = None, *, hint: bool = True
+) -> None:
+    """What `--detach` prints: the job's id (``extra``: more of it, with ``--json``)."""
+    if as_json:
+        print_json({"job_id": job_id, "state": "pending", **(extra or {})})
+        return
+    print(job_id)
+    if hint:
+        print(
+            f"  follow: gpushop logs {job_id} -f   attach: gpushop attach {job_id}",
+            file=sys.stderr,
+        )
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -235,10 +255,21 @@ def offer_options(
 def run(
     cmd: Annotated[str, typer.Option("--cmd", help="Shell command to run on the instance.")],
     upload: Annotated[
-        list[str] | None, typer.Option("--upload", help="DIR[:REMOTE], repeatable.")
+        list[str] | None,
+        typer.Option(
+            "--upload",
+            help="DIR[:REMOTE], repeatable (REMOTE: WORKDIR/DIR's name). Through a team service "
+            "they travel as one tar.gz unpacked in one folder: each DIR still lands at its "
+            "REMOTE, and the REMOTEs must share a folder other than /.",
+        ),
     ] = None,
     download: Annotated[
-        list[str] | None, typer.Option("--download", help="REMOTE[:LOCAL], repeatable.")
+        list[str] | None,
+        typer.Option(
+            "--download",
+            help="REMOTE[:LOCAL], repeatable (LOCAL: ./REMOTE's name). Through a team service: "
+            "the job's artifacts, downloaded at the end and checked by sha256.",
+        ),
     ] = None,
     gpu: GpuOpt = None,
     min_vram: MinVramOpt = None,
@@ -292,7 +323,13 @@ def run(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rent, upload, run CMD detached on the instance, follow its log, download, release."""
+    """Rent, upload, run CMD detached on the instance, follow its log, download, release.
+
+    With a team service (GPUSHOP_SERVER, or `gpushop login`) the service does all that and this
+    command follows it; secrets go to the service once and are kept encrypted there. Ctrl-C
+    cancels the job, as locally (its outputs so far come back, the rental is released); through
+    a service the command waits for that and shows the summary (exit 130), and a second Ctrl-C
+    stops waiting."""
     from gpushop.service import jobs as service
 
     spec, secrets = service.run_spec(
@@ -326,17 +363,46 @@ def run(
         template=template,
     )
     cfg = settings()
-    job_id = service.create_job(cfg, "run", cmd.split()[0][:64], spec)
+    name = cmd.split()[0][:64]
+    server = team_service(cfg)
+    if server is not None:
+        from gpushop.cli import client_jobs
+        from gpushop.cli.rentals import _offer_shown
+
+        body = {
+            "cmd": cmd,
+            "name": name,
+            "timeout": timeout,
+            "sync_every": sync_every,
+            "max_duration": max_duration,
+            "resume_on_loss": resume_on_loss,
+            "image": image,
+            "template": template,
+            "offer": {
+                "gpu": gpu,
+                "min_vram": min_vram,
+                "num_gpus": num_gpus,
+                # the cap this machine sets (VASTAI_MAX_BID_PER_HOUR) holds there too
+                "max_price": max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
+                "min_reliability": min_reliability,
+                "disk": disk,
+                "min_cuda": min_cuda,
+                "country": country,
+                "interruptible": interruptible,
+                "unverified": unverified,
+                "sort": sort.value,
+                "provider": provider,
+                "offer": _offer_shown(offer),
+                "attempts": attempts,
+                "rebid": rebid,
+            },
+        }
+        client_jobs.run(server, spec, secrets, body, detach=detach_, as_json=as_json)
+        return
+    job_id = service.create_job(cfg, "run", name, spec)
     if detach_:
         service.detach(cfg, job_id, secrets)
-        if as_json:
-            print_json({"job_id": job_id, "state": "pending"})
-        else:
-            print(job_id)
-            print(
-                f"  follow: gpushop logs {job_id} -f   attach: gpushop attach {job_id}",
-                file=sys.stderr,
-            )
+        detached(job_id, as_json)
         return
     print(f"job {job_id}", file=sys.stderr)
     finish(drive(job_id, secrets=secrets, log_to_stderr=as_json), as_json)
@@ -349,45 +415,24 @@ def jobs(
     """Your jobs: state, where they run, how long, what they cost."""
     from gpushop.service import jobs as service
 
-    listed = service.list_jobs(settings(), active_only=not all_)
-    found = [j for j, _ in listed]
-    rows = [row for _, row in listed]
-    now = datetime.now(UTC)
+    cfg = settings()
+    server = team_service(cfg)
+    if server is not None:
+        from gpushop.cli import client_jobs
+
+        rows = client_jobs.listing(server, include_ended=all_)
+    else:
+        rows = [row for _, row in service.list_jobs(cfg, active_only=not all_)]
     if as_json:
         print_json(rows)
         return
     if not rows:
         print("no jobs" + ("" if all_ else " running (--all shows ended ones)"))
         return
-    from rich.table import Table
+    from gpushop.cli.render import jobs_table
 
-    from gpushop.cli.render import console
-
-    table = Table(header_style="bold")
-    for col in ("job", "kind", "name", "state", "rental", "GPU", "age", "exit", "cost $"):
-        table.add_column(col, no_wrap=True)
-    for j, row in zip(found, rows, strict=True):
-        state = row["state"]
-        if not j.state.terminal and not row["watched"]:
-            state += " (unwatched: attach)"
-        table.add_row(
-            j.id,
-            j.kind,
-            j.name,
-            state,
-            j.rental_id or "-",
-            row["gpu_name"] or "-",
-            _age((now - j.created_at).total_seconds()),
-            "-" if j.exit_code is None else str(j.exit_code),
-            "-" if j.cost_usd is None else f"{j.cost_usd:.3f}",
-        )
-    console().print(table)
-
-
-def _age(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    # a service's job nobody drives is taken over by another replica: nothing to attach
+    jobs_table(rows, datetime.now(UTC), unwatched_hint=server is None)
 
 
 def _load_job(job_id: str) -> Job:
@@ -427,7 +472,14 @@ def logs(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
 ) -> None:
-    """A job's log (kept locally, also after the job failed)."""
+    """A job's log (kept locally, also after the job failed; a team service's job: as the
+    service keeps it, live with -f until the job ends)."""
+    server = team_service(settings())
+    if server is not None:
+        from gpushop.cli import client_jobs
+
+        client_jobs.logs(server, job_id, follow_=follow)
+        return
     job = follow_local(job_id, follow=follow)
     if follow and not job.state.terminal and not _watched(job):
         print(
@@ -444,9 +496,16 @@ def attach(
     as_json: JsonOpt = False,
 ) -> None:
     """Resume a job: follow its log, then download and release as the job would have. Recovers
-    a job whose gpushop process died; follows one whose process still lives."""
+    a job whose gpushop process died; follows one whose process still lives. A team service's
+    job: followed to its end (the service drives it), then its summary; Ctrl-C cancels it."""
     from gpushop.service import jobs as service
 
+    server = team_service(settings())
+    if server is not None:
+        from gpushop.cli import client_jobs
+
+        client_jobs.attach(server, job_id, quiet=quiet, full_log=full_log, as_json=as_json)
+        return
     job = _load_job(job_id)
     if not job.state.terminal and _watched(job):
         print(f"job {job_id} is being run by pid {job.owner_pid}: following it", file=sys.stderr)

@@ -49,8 +49,9 @@ def login(
         typer.Option("--token-stdin", help="Read the token from stdin instead of asking for it."),
     ] = False,
 ) -> None:
-    """Log in to a team service (`gpushop serve`): offers, market, up, ps, down, ssh and costs
-    then go through it. The token is checked, then saved for your user only (mode 0600)."""
+    """Log in to a team service (`gpushop serve`): offers, market, up, ps, down, ssh, costs and
+    the job commands (run, jobs, logs, attach, train) then go through it. The token is checked,
+    then saved for your user only (mode 0600)."""
     from pydantic import SecretStr
 
     from gpushop.client import session

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gpushop.models import RentalState
+from gpushop.models import JobState, RentalState
 
-__all__ = ["console", "market_table", "offers_table", "rentals_table"]
+__all__ = ["console", "jobs_table", "market_table", "offers_table", "rentals_table"]
 
 
 def console() -> Any:
@@ -144,5 +144,31 @@ def rentals_table(rows: list[dict[str, Any]], now: datetime) -> None:
             f"{r['cost_usd']:.3f}",
             duration(age),
             "-" if RentalState(r["state"]).terminal else duration(max(left, 0)),
+        )
+    console().print(table)
+
+
+def jobs_table(rows: list[dict[str, Any]], now: datetime, *, unwatched_hint: bool) -> None:
+    """``rows``: jobs as `jobs --json` prints them; ``unwatched_hint``: a job nobody drives is
+    marked for `attach` (a local one: a team service's are taken over by the service)."""
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for col in ("job", "kind", "name", "state", "rental", "GPU", "age", "exit", "cost $"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        state = r["state"]
+        if unwatched_hint and not JobState(state).terminal and not r["watched"]:
+            state += " (unwatched: attach)"
+        table.add_row(
+            r["job_id"],
+            r["kind"],
+            r["name"],
+            state,
+            r["rental_id"] or "-",
+            r["gpu_name"] or "-",
+            duration((now - datetime.fromisoformat(r["created_at"])).total_seconds()),
+            "-" if r["exit_code"] is None else str(r["exit_code"]),
+            "-" if r["cost_usd"] is None else f"{r['cost_usd']:.3f}",
         )
     console().print(table)

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from gpushop.cli.common import print_json, run_async, settings
-from gpushop.cli.jobs import FullLogOpt, drive, finish
+from gpushop.cli.common import print_json, run_async, settings, team_service
+from gpushop.cli.jobs import FullLogOpt, detached, drive, finish
 from gpushop.cli.shopping import (
     CountryOpt,
     DiskOpt,
@@ -92,11 +92,60 @@ def flux_lora(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a FLUX LoRA with ai-toolkit: validate the dataset, show the plan, rent, upload,
-    train (checkpoints synced as they come), download the LoRA, release."""
+    train (checkpoints synced as they come), download the LoRA, release.
+
+    With a team service (GPUSHOP_SERVER, or `gpushop login`): the dataset folder's files are
+    sent as a tar.gz and checked there (the same checks), the plan shown, the training run and
+    followed by the service, and the LoRA's folder downloaded to --out, checked by sha256 and
+    verified here; HF_TOKEN from your environment goes with it, kept encrypted. Ctrl-C cancels
+    the training (what it saved comes back) and shows the summary."""
     from gpushop.service import jobs as job_service
     from gpushop.service import training as service
 
     cfg = settings()
+    server = team_service(cfg)
+    if server is not None:
+        from gpushop.cli import client_jobs
+
+        options = {
+            "name": name,
+            "trigger": trigger,
+            "steps": steps,
+            "rank": rank,
+            "lr": lr,
+            "resolution": resolution,
+            "model": model,
+            "save_every": save_every,
+            "image": image,
+            "template": template,
+            "resume_on_loss": resume_on_loss,
+            "sync_every": sync_every,
+            "offer": {
+                "gpu": gpu,
+                "min_vram": min_vram,
+                "num_gpus": num_gpus,
+                "max_price": max_price if max_price is not None else cfg.vastai_max_bid_per_hour,
+                "min_reliability": min_reliability,
+                "disk": disk,
+                "min_cuda": min_cuda,
+                "country": country,
+                "interruptible": interruptible,
+                "unverified": unverified,
+                "provider": provider,
+                "rebid": rebid,
+            },
+        }
+        client_jobs.flux_lora(
+            server,
+            dataset=dataset,
+            options=options,
+            out=out,
+            yes=yes,
+            detach=detach_,
+            full_log=full_log,
+            as_json=as_json,
+        )
+        return
     run = run_async(
         service.plan_flux_lora(
             cfg,
@@ -142,10 +191,7 @@ def flux_lora(
     )
     if detach_:
         job_service.detach(cfg, job_id, {})
-        if as_json:
-            print_json({"job_id": job_id, "state": "pending", "plan": run.to_json()})
-        else:
-            print(job_id)
+        detached(job_id, as_json, {"plan": run.to_json()}, hint=False)
         return
     print(f"job {job_id}", file=sys.stderr)
     job = drive(

@@ -6,6 +6,7 @@ that a command fails with the exit code it would have locally.
     ├── ServiceUnreachable        the service does not answer (exit 1), the URL named
     └── (the service's answer)    its code mapped: bad_request -> UsageError (2),
                                   not_found -> NotFound, money_limit -> MoneyLimitError (5)...
+                                  bad_dataset -> BadDataset (2), with every bad file
 
 The token is never part of a message: it travels only in the Authorization header, and any text
 shown is scrubbed of it all the same.
@@ -14,6 +15,8 @@ shown is scrubbed of it all the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +34,15 @@ RETRY_DELAYS_S = (0.3, 1.0)
 
 class ServiceUnreachable(errors.GpushopError):
     """The team service did not answer (connection refused, timed out, cut)."""
+
+
+class BadDataset(errors.UsageError):
+    """The service refused a training's dataset; ``problems``: one line per bad file (the
+    command shows them as its local dataset check does)."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 # the service's error codes (api/errors.py) -> what the local command raises for that kind
@@ -91,6 +103,9 @@ def error_for(status: int, body: Any, remote: Remote, what: str) -> errors.Gpush
                 f"{remote.server} has no {what}: is GPUSHOP_SERVER the service's root URL?", remote
             )
         )
+    problems = body.get("problems")
+    if code == "bad_dataset" and isinstance(problems, list):
+        return BadDataset(_scrub(message, remote), [_scrub(str(p), remote) for p in problems])
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status, errors.GpushopError)
     return cls(_scrub(message, remote))
 
@@ -160,17 +175,63 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         read_timeout: float | None = READ_TIMEOUT_S,
         unclear_retry: bool = False,
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, Any, str]] | None = None,
     ) -> Any:
         """The answer's JSON; the service's error as a typed error. A request that could not
         connect is tried again (nothing was sent); one that failed after it was sent only when
-        ``unclear_retry`` says repeating it is harmless (a read, or an Idempotency-Key)."""
+        ``unclear_retry`` says repeating it is harmless (a read, or an Idempotency-Key).
+        ``data`` and ``files``: a multipart form (each file an open binary file, streamed from
+        disk and rewound for a retry)."""
+        response = await self.send(
+            method,
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            read_timeout=read_timeout,
+            unclear_retry=unclear_retry,
+            data=data,
+            files=files,
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if body is None:
+            raise errors.GpushopError(
+                _scrub(f"{self.remote.server} answered {method} {path} with no JSON", self.remote)
+            )
+        return body
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        read_timeout: float | None = READ_TIMEOUT_S,
+        unclear_retry: bool = False,
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, Any, str]] | None = None,
+    ) -> httpx.Response:
+        """As :meth:`call`, the successful answer itself (read whole): for text and headers."""
         what = f"{method} {path}"
         timeout = httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT_S)
         query = {k: v for k, v in (params or {}).items() if v is not None}
         for attempt in range(ATTEMPTS):
             try:
                 response = await self._http.request(
-                    method, path, params=query, json=json, headers=headers, timeout=timeout
+                    method,
+                    path,
+                    params=query,
+                    json=json,
+                    headers=headers,
+                    timeout=timeout,
+                    data=data,
+                    files=files,
                 )
                 break
             except httpx.TransportError as exc:
@@ -178,14 +239,48 @@ class ApiClient:
                 if attempt + 1 == ATTEMPTS or (sent and not unclear_retry):
                     raise _unreachable(exc, self.remote) from None
                 await asyncio.sleep(RETRY_DELAYS_S[attempt])
+        if not response.is_success:
+            raise self._refusal(response, what)
+        return response
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        read_timeout: float | None = READ_TIMEOUT_S,
+    ) -> AsyncIterator[httpx.Response]:
+        """GET ``path`` and give its answer unread, to read as it comes (a live stream, a big
+        file). Not answering, or answering with an error: as :meth:`call`. A connection cut
+        while the body streams is the caller's: httpx's TransportError (it may resume)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        request = self._http.build_request(
+            "GET",
+            path,
+            params=query,
+            headers=headers,
+            timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT_S),
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _unreachable(exc, self.remote) from None
+        try:
+            if not response.is_success:
+                try:
+                    await response.aread()
+                except httpx.TransportError as exc:
+                    raise _unreachable(exc, self.remote) from None
+                raise self._refusal(response, f"GET {path}")
+            yield response
+        finally:
+            await response.aclose()
+
+    def _refusal(self, response: httpx.Response, what: str) -> errors.GpushopError:
         try:
             body = response.json()
         except ValueError:
             body = None
-        if response.is_success and body is not None:
-            return body
-        if response.is_success:
-            raise errors.GpushopError(
-                _scrub(f"{self.remote.server} answered {what} with no JSON", self.remote)
-            )
-        raise error_for(response.status_code, body, self.remote, what)
+        return error_for(response.status_code, body, self.remote, what)
