@@ -93,6 +93,7 @@ def test_a_lora_trained_through_the_api_streamed_resumed_and_downloaded(
     job = answer.json()
     assert answer.headers["location"] == f"/v1/jobs/{job['job_id']}"
     assert job["plan"]["gpu_name"] and job["plan"]["estimated_cost_usd"] > 0
+    assert any("LoRA" in line for line in job["plan"]["lines"])
 
     # a client follows the stream, drops it after a few events, and comes back
     stream = f"{url}/v1/jobs/{job['job_id']}/log/stream"
@@ -120,6 +121,8 @@ def test_a_lora_trained_through_the_api_streamed_resumed_and_downloaded(
     assert streamed == text and "200/200" in text
     notes = " ".join(e.data["text"] for e in seen if e.kind == "note")
     assert "rented" in notes and "uploaded" in notes
+    assert str(tmp_path) not in notes, "the service's own folders are not its users' business"
+    assert "jobs/" in notes  # said relative to them
 
     # the text from an offset, as `logs` reads it
     part = httpx.get(f"{url}/v1/jobs/{job['job_id']}/log?offset=10&limit=20", headers=auth)

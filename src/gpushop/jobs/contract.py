@@ -39,6 +39,8 @@ class ServiceRun:
 
     user: User | None = None
     on_log: Callable[[str], None] | None = None
+    # the service's own folders, kept out of what its users read (notes say "jobs/<id>/...")
+    hidden_paths: tuple[str, ...] = ()
 
 
 class RentalLost(GpushopError):

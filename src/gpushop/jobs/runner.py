@@ -60,7 +60,7 @@ class JobRunner(Following):
         )
         if self.service is not None:
             self.book.align()  # a takeover goes on from what the store holds
-            self.out = Noted(self.out, self.book)
+            self.out = Noted(self.out, self.book, self.service.hidden_paths)
         work = asyncio.current_task()
         beat = asyncio.create_task(self._heartbeat(job_id, work))
         try:

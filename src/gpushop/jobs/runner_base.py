@@ -145,14 +145,19 @@ class RunnerBase:
 
 
 class Noted:
-    """The face's output, with every message also a note in the job's stored log."""
+    """The face's output, with every message also a note in the job's stored log (the service's
+    own folders left out of it: its users see paths relative to them)."""
 
-    def __init__(self, face: Output, book: LogBook) -> None:
+    def __init__(self, face: Output, book: LogBook, hidden: tuple[str, ...] = ()) -> None:
         self.face = face
         self.book = book
+        self.hidden = sorted((p.rstrip("/") + "/" for p in hidden if p), key=len, reverse=True)
 
     def message(self, text: str) -> None:
-        self.book.note(text)
+        shown = text
+        for prefix in self.hidden:
+            shown = shown.replace(prefix, "")
+        self.book.note(shown)
         self.face.message(text)
 
     def log(self, data: bytes) -> None:

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from gpushop import metrics
-from gpushop.config import Settings
+from gpushop.config import Settings, data_dir
 from gpushop.errors import GpushopError
 from gpushop.fleet.owners import Owner, owner_alive
 from gpushop.jobs.contract import CANCELLED_BY_USER, HANDED_OFF, JobLeaseLost, ServiceRun
 from gpushop.jobs.runner import JobRunner
 from gpushop.models import JobState
+from gpushop.service import artifacts
 from gpushop.store import Job, Store
 from gpushop.store.job_log import NOTE
 from gpushop.store.secret_box import SecretUnreadable
@@ -104,7 +105,11 @@ class Supervisor:
                     hooks=hooks,
                     secrets=secrets,
                     owner=self.owner,
-                    service=ServiceRun(user=user, on_log=self._wake),
+                    service=ServiceRun(
+                        user=user,
+                        on_log=self._wake,
+                        hidden_paths=(str(artifacts.root(self.cfg)), str(data_dir())),
+                    ),
                 )
                 self._runners[job_id] = runner
                 done = await runner.drive(job_id)

@@ -258,6 +258,7 @@ def create_flux(
         training.stage_flux(run, spec, folder / "stage")
         plan = run.to_json()
         plan["gated_model"] = plan.pop("needs_hf_token")  # a flag, though its name trips the guard
+        plan["lines"] = run.lines  # the plan as `train flux-lora` prints it
         return store.update_job(job.id, spec=spec.to_json(), details={"plan": plan})
     except BaseException as exc:
         _never_started(cfg, store, job.id, exc)
