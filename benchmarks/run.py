@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_client
 import bench_emulator
+import bench_job_log
+import bench_reads_redis
 import bench_rentals
 import bench_sandbox
 import bench_serve
@@ -45,6 +47,8 @@ def main() -> int:
     bench_transfer.main([])
     bench_serve.main([])
     bench_webhooks.main([])
+    bench_job_log.main([])
+    bench_reads_redis.main([])
     return 0
 
 
