@@ -30,8 +30,13 @@ class RequestLimits:
                 "'20/second;600/minute'"
             ) from None
         redis = cfg.gpushop_redis_url
-        where = redis.get_secret_value() if redis else "memory://"
-        self.limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(where))
+        if redis:  # under the deployment's prefix, as every key gpushop writes in Redis
+            kept = storage.storage_from_string(
+                redis.get_secret_value(), key_prefix=f"{cfg.gpushop_redis_prefix}limits"
+            )
+        else:
+            kept = storage.storage_from_string("memory://")
+        self.limiter = strategies.MovingWindowRateLimiter(kept)
 
     def hit(self, who: str) -> None:
         """Count one request of ``who``; TooManyRequests when a window is full."""

@@ -35,11 +35,14 @@ class LogBook:
         self._file: BinaryIO | None = None
         self._pending: list[tuple[str, bytes]] = []
         self._pending_bytes = 0
+        self._due = asyncio.Event()  # FLUSH_BYTES wait: flush before FLUSH_S is up
+        self._one_at_a_time = asyncio.Lock()
 
     # -- writing -------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """The job's own output: to the file now, to the store within FLUSH_S."""
+        """The job's own output: to the file now, to the store within FLUSH_S (sooner when
+        FLUSH_BYTES wait)."""
         if self._file is None:
             self._file = self.path.open("ab")
         self._file.write(data)
@@ -48,23 +51,28 @@ class LogBook:
             self._pending.append((OUT, data))
             self._pending_bytes += len(data)
             if self._pending_bytes >= FLUSH_BYTES:
-                self.flush()
+                self._due.set()
 
     def note(self, text: str) -> None:
         """gpushop's own line about the job (the store only: the file is the job's output)."""
         if self.store is not None:
             self._pending.append((NOTE, text.encode()))
 
-    def flush(self) -> None:
-        if self.store is None or not self._pending:
+    async def flush(self) -> None:
+        """What waits, to the store: in a thread (a transaction must not hold up the event
+        loop), one flush at a time (pieces go in in order)."""
+        if self.store is None:
             return
-        pieces, self._pending, self._pending_bytes = self._pending, [], 0
-        try:
-            self.store.job_log.append(self.job_id, pieces)
-        except BaseException:
-            self._pending[:0] = pieces  # tried again at the next flush
-            self._pending_bytes += sum(len(d) for _, d in pieces)
-            raise
+        async with self._one_at_a_time:
+            if not self._pending:
+                return
+            pieces, self._pending, self._pending_bytes = self._pending, [], 0
+            try:
+                await asyncio.to_thread(self.store.job_log.append, self.job_id, pieces)
+            except BaseException:
+                self._pending[:0] = pieces  # tried again at the next flush
+                self._pending_bytes += sum(len(d) for _, d in pieces)
+                raise
         if self.on_flush is not None:
             self.on_flush(self.job_id)
 
@@ -80,7 +88,7 @@ class LogBook:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             try:
-                self.flush()
+                await self.flush()
             except Exception as exc:  # the store is down: the file keeps it; a takeover re-reads
                 log.warning(
                     "job %s: the log's last piece did not reach the store: %s", self.job_id, exc
@@ -89,10 +97,12 @@ class LogBook:
 
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(FLUSH_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), FLUSH_S)
+            self._due.clear()
             if self._pending:
                 try:
-                    self.flush()
+                    await self.flush()
                 except Exception as exc:  # kept, and tried again
                     log.warning("job %s: writing the log to the store: %s", self.job_id, exc)
 

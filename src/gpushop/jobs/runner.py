@@ -253,7 +253,7 @@ class JobRunner(Following):
                     rental.id, "released", time.monotonic() - started, job_id=job.id
                 )
         outcome = JobState(job.details.get("outcome", JobState.FAILED.value))
-        self._flush_log()  # a reader that sees the end has seen the whole log
+        await self._flush_log()  # a reader that sees the end has seen the whole log
         return self.store.update_job(
             job.id,
             state=outcome,
@@ -297,7 +297,7 @@ class JobRunner(Following):
         if rental is not None and not rental.state.terminal:
             await self._release_rental(rental, f"job {job_id} {final.value}: {reason}")
         self.out.message(f"job {job_id} {final.value}; its log is kept at {log_path(job_id)}")
-        self._flush_log()
+        await self._flush_log()
         self.store.update_job(
             job_id,
             state=final,

@@ -81,9 +81,9 @@ class RunnerBase:
                 total += accrued_cost(rental, rental.created_at, now, now)
         return round(total, 6)
 
-    def _flush_log(self) -> None:
+    async def _flush_log(self) -> None:
         try:
-            self.book.flush()
+            await self.book.flush()
         except Exception as exc:  # the store is down: the end is recorded all the same
             log.warning("the job's last log lines did not reach the store: %s", exc)
 

@@ -238,7 +238,7 @@ def list_jobs(cfg: Settings, *, active_only: bool) -> list[tuple[Job, dict[str, 
 
 
 def rows_for(store: Store, found: list[Job]) -> list[tuple[Job, dict[str, Any]]]:
-    rentals = {j.rental_id: store.get(j.rental_id) for j in found if j.rental_id}
+    rentals = store.get_many(j.rental_id for j in found if j.rental_id)
     now = datetime.now(UTC)
     rows = []
     for j in found:

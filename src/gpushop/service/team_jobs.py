@@ -22,7 +22,6 @@ from gpushop.models import JobState, SortKey
 from gpushop.service import artifacts, jobs, training
 from gpushop.service.job_supervisor import Supervisor
 from gpushop.store import Job, Store, User
-from gpushop.store.job_log import NOTE
 
 
 @dataclass(frozen=True)
@@ -295,16 +294,12 @@ def view(store: Store, job: Job, supervisor: Supervisor | None = None) -> dict[s
         from gpushop.jobs.runner import JobRunner
 
         cost = JobRunner.cost_of(store, job)
-    notes = [
-        e
-        for e in store.job_log.since(job.id, max(0, store.job_log.last_seq(job.id) - 50))
-        if e.kind == NOTE
-    ]
+    note = store.job_log.last_note(job.id)
     return {
         **summary,
         "user_id": job.user_id,
         "cost_usd": cost,
-        "phase": notes[-1].data.decode(errors="replace") if notes else job.state.value,
+        "phase": note.data.decode(errors="replace") if note else job.state.value,
         "watched": owner_alive(
             job.owner_host,
             job.owner_pid,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 OUT = "out"
 NOTE = "note"
-READ_ROWS = 500
+READ_ROWS = 16  # rows of up to 256 KiB: a reader holds at most ~4 MiB of a log at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +76,18 @@ class JobLog:
         with self.store._read() as session:
             return self._ends(session, job_id)[0]
 
-    def since(self, job_id: str, after: int, limit: int = READ_ROWS) -> builtins.list[LogEntry]:
-        """Entries after seq ``after``, oldest first."""
+    def since(
+        self, job_id: str, after: int, limit: int = READ_ROWS, *, kind: str | None = None
+    ) -> builtins.list[LogEntry]:
+        """Entries after seq ``after`` (of one ``kind``, or all), oldest first."""
         query = (
             select(JobLogRow)
             .where(JobLogRow.job_id == job_id, JobLogRow.seq > after)
             .order_by(JobLogRow.seq)
             .limit(limit)
         )
+        if kind is not None:
+            query = query.where(JobLogRow.kind == kind)
         with self.store._read() as session:
             return [_entry(row) for row in session.scalars(query)]
 
@@ -108,16 +112,29 @@ class JobLog:
         return bytes(wanted)
 
     def pieces(self, job_id: str, offset: int = 0) -> Iterator[tuple[int, bytes]]:
-        """The output's pieces that hold bytes from ``offset`` on, as (offset, bytes)."""
+        """The output's pieces that hold bytes from ``offset`` on, as (offset, bytes), read a
+        few rows at a time (a reader that stops early read little more than it used)."""
         after = self.seq_at(job_id, offset)
         while True:
-            batch = self.since(job_id, after)
+            batch = self.since(job_id, after, kind=OUT)
             if not batch:
                 return
             after = batch[-1].seq
             for entry in batch:
-                if entry.kind == OUT and entry.offset + len(entry.data) > offset:
+                if entry.offset + len(entry.data) > offset:
                     yield entry.offset, entry.data
+
+    def last_note(self, job_id: str) -> LogEntry | None:
+        """gpushop's latest note on the job (its phase), without reading its output."""
+        query = (
+            select(JobLogRow)
+            .where(JobLogRow.job_id == job_id, JobLogRow.kind == NOTE)
+            .order_by(JobLogRow.seq.desc())
+            .limit(1)
+        )
+        with self.store._read() as session:
+            row = session.scalars(query).first()
+            return _entry(row) if row is not None else None
 
     @staticmethod
     def _ends(session: Session, job_id: str) -> tuple[int, int]:

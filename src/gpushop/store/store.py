@@ -391,6 +391,15 @@ class Store(JobRecords):
             row = session.get(RentalRow, rental_id)
             return _to_rental(row) if row is not None else None
 
+    def get_many(self, rental_ids: Iterable[str]) -> dict[str, Rental]:
+        """The rentals of these ids that exist, in one query."""
+        wanted = sorted(set(rental_ids))
+        if not wanted:
+            return {}
+        with self._read() as session:
+            rows = session.scalars(select(RentalRow).where(RentalRow.id.in_(wanted)))
+            return {row.id: _to_rental(row) for row in rows}
+
     def by_label(self, label: str) -> Rental | None:
         with self._read() as session:
             row = session.scalars(select(RentalRow).where(RentalRow.label == label)).first()
