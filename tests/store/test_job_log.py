@@ -5,6 +5,7 @@ are dropped when it ends and re-encrypted by a key rotation."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from gpushop.jobs.logbook import LogBook
 from gpushop.models import JobState
 from gpushop.service import team_jobs
 from gpushop.store import Store
-from gpushop.store.job_log import NOTE, OUT
+from gpushop.store.job_log import MAX_ROW, NOTE, OUT
 from gpushop.store.secret_box import SecretBox, keygen
 
 
@@ -56,6 +57,16 @@ def test_pieces_offsets_notes_and_reads_from_anywhere(store: Store) -> None:
     assert log.read(_job(store), 0, 10) == b"" and log.size("jnothing") == 0
 
 
+def test_a_big_piece_is_kept_in_bounded_rows(store: Store) -> None:
+    job = _job(store)
+    big = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and 4 bytes
+    store.job_log.append(job, [(OUT, big), (NOTE, b"n")])
+    entries = store.job_log.since(job, 0, 100)
+    assert max(len(e.data) for e in entries) <= MAX_ROW and len(entries) == 6
+    assert store.job_log.read(job, 0, 2 * len(big)) == big
+    assert store.job_log.read(job, MAX_ROW - 2, 4) == big[MAX_ROW - 2 : MAX_ROW + 2]
+
+
 def test_a_takeover_rebuilds_or_cuts_back_its_local_copy(store: Store, tmp_path: Path) -> None:
     job = _job(store)
     store.job_log.append(job, [(OUT, b"0123456789")])
@@ -82,3 +93,53 @@ def test_sealed_secrets_end_with_the_job_and_follow_a_key_rotation(
     assert team_jobs.reseal(load_settings(), store) == 1
     [(_, resealed)] = store.sealed_jobs()
     assert SecretBox(new).open(resealed) == '{"HF_TOKEN": "hf_x"}'
+
+
+def test_a_character_cut_between_pieces_is_streamed_whole_also_after_a_resume(
+    store: Store,
+) -> None:
+    from gpushop.config import load_settings
+    from gpushop.fleet.owners import Owner
+    from gpushop.service.job_logs import follow
+    from gpushop.service.job_supervisor import Supervisor
+
+    job = _job(store)
+    for piece in (b"caf\xc3", b"\xa9 ", "\u00e9t\u00e9\n".encode()):  # "café été", cut in é
+        store.job_log.append(job, [(OUT, piece)])
+    store.update_job(job, state=JobState.SUCCEEDED)
+    supervisor = Supervisor(load_settings(), Owner.me(), lambda: store)
+
+    async def events(after: int) -> list[tuple[int | None, dict[str, object]]]:
+        return [
+            (item.seq, item.data)
+            async for item in follow(store, supervisor, job, after)
+            if item.kind == "log"
+        ]
+
+    whole = asyncio.run(events(0))
+    assert "".join(str(d["text"]) for _, d in whole) == "caf\u00e9 \u00e9t\u00e9\n"
+    assert [d["offset"] for _, d in whole] == [0, 3, 6]  # where each text starts, in bytes
+    first_seq = whole[0][0]
+    assert first_seq is not None
+    resumed = asyncio.run(events(first_seq))
+    assert "".join(str(d["text"]) for _, d in resumed) == "\u00e9 \u00e9t\u00e9\n"
+    assert resumed[0][1]["offset"] == 3
+
+
+def test_a_burst_reaches_the_store_exactly_once(store: Store, tmp_path: Path) -> None:
+    """Output as fast as the book takes it: the flushes in their thread and the last one at the
+    end (which cancels the flush loop, maybe mid-write) store every byte once, in order."""
+    job = _job(store)
+    line = "mylora:  42%|\u2588\u2588\u2588\u2588      | 420/1000 [00:41<00:52]\n".encode()
+    chunk = line * (65536 // len(line))
+
+    async def write() -> None:
+        book = LogBook(tmp_path / "job.log", store, job)
+        async with book.flushing():
+            for _ in range(128):  # 8 MB
+                book.write(chunk)
+                await asyncio.sleep(0)
+
+    asyncio.run(write())
+    stored = store.job_log.read(job, 0, 64 * 1024 * 1024)
+    assert len(stored) == 128 * len(chunk) and stored == (tmp_path / "job.log").read_bytes()

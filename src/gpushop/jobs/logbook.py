@@ -67,14 +67,28 @@ class LogBook:
             if not self._pending:
                 return
             pieces, self._pending, self._pending_bytes = self._pending, [], 0
+            writing = asyncio.ensure_future(
+                asyncio.to_thread(self.store.job_log.append, self.job_id, pieces)
+            )
             try:
-                await asyncio.to_thread(self.store.job_log.append, self.job_id, pieces)
+                # a cancel does not stop the thread: its outcome decides, or the pieces would
+                # be written twice (put back, then written again by the last flush)
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await writing
+                if writing.exception() is not None:
+                    self._restore(pieces)
+                raise
             except BaseException:
-                self._pending[:0] = pieces  # tried again at the next flush
-                self._pending_bytes += sum(len(d) for _, d in pieces)
+                self._restore(pieces)  # tried again at the next flush
                 raise
         if self.on_flush is not None:
             self.on_flush(self.job_id)
+
+    def _restore(self, pieces: list[tuple[str, bytes]]) -> None:
+        self._pending[:0] = pieces
+        self._pending_bytes += sum(len(d) for _, d in pieces)
 
     @contextlib.asynccontextmanager
     async def flushing(self) -> AsyncIterator[None]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from gpushop.service.job_supervisor import Supervisor
 from gpushop.store import Store
-from gpushop.store.job_log import NOTE
+from gpushop.store.job_log import NOTE, OUT
 
 POLL_S = 0.25  # how often a reader looks for entries another replica wrote
 KEEPALIVE_S = 15.0
@@ -33,6 +33,10 @@ async def follow(
     """The entries after seq ``after`` (output before byte ``offset`` trimmed), then live ones,
     then ``end``."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    if after:  # a resumed stream: a character cut at the end of the last piece sent comes now
+        before = await asyncio.to_thread(store.job_log.since, job_id, after - 1, 1)
+        if before and before[0].seq == after and before[0].kind == OUT:
+            decoder.decode(before[0].data)
     last_sent = time.monotonic()
     while True:
         entries = await asyncio.to_thread(store.job_log.since, job_id, after)
@@ -44,8 +48,12 @@ async def follow(
             data, start = entry.data, entry.offset
             if start < offset:  # resumed from a byte offset inside this piece
                 data, start = data[offset - start :], offset
-            if data:
-                yield Item("log", {"offset": start, "text": decoder.decode(data)}, entry.seq)
+            # a character cut between two pieces is sent whole, with the second: each event's
+            # offset is where its text starts in the log's bytes
+            held = len(decoder.getstate()[0])
+            text = decoder.decode(data)
+            if text:
+                yield Item("log", {"offset": start - held, "text": text}, entry.seq)
         if entries:
             last_sent = time.monotonic()
             continue  # there may be more at once

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 OUT = "out"
 NOTE = "note"
-READ_ROWS = 16  # rows of up to 256 KiB: a reader holds at most ~4 MiB of a log at once
+MAX_ROW = 256 * 1024
+READ_ROWS = 16  # rows of up to MAX_ROW: a reader holds at most 4 MiB of a log at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,12 @@ class JobLog:
                 merged[-1] = (OUT, merged[-1][1] + data)
             elif data:
                 merged.append((kind, data))
+        # rows of at most MAX_ROW bytes: what a reader holds at once stays bounded
+        merged = [
+            (kind, data[i : i + MAX_ROW])
+            for kind, data in merged
+            for i in range(0, len(data), MAX_ROW if kind == OUT else max(1, len(data)))
+        ]
         try:
             with self.store._write() as session:
                 seq, size = self._ends(session, job_id)
