@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -19,7 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpushop import metrics
 from gpushop.service.types import Store
@@ -67,21 +67,31 @@ def scrape(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-class Timing(BaseHTTPMiddleware):
-    """Every request's latency by its route's template (``/v1/rentals/{rental_id}``)."""
+class Timing:
+    """Every request's latency (to its response's start) by its route's template
+    (``/v1/rentals/{rental_id}``). Plain ASGI: Starlette's BaseHTTPMiddleware cost a third of
+    a millisecond of CPU per request."""
 
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        status = 500
+        status = [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, sending)
         finally:
-            route = request.scope.get("route")
+            route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            metrics.REQUEST_SECONDS.labels(request.method, template, str(status)).observe(
+            metrics.REQUEST_SECONDS.labels(scope["method"], template, str(status[0])).observe(
                 time.perf_counter() - started
             )

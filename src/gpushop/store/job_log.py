@@ -77,7 +77,7 @@ class JobLog:
     def size(self, job_id: str) -> int:
         """Bytes of the job's output so far."""
         with self.store._read() as session:
-            return self._ends(session, job_id)[1]
+            return self._size(session, job_id)
 
     def last_seq(self, job_id: str) -> int:
         with self.store._read() as session:
@@ -147,13 +147,17 @@ class JobLog:
     def _ends(session: Session, job_id: str) -> tuple[int, int]:
         """(last seq, output size)."""
         last = session.scalar(select(func.max(JobLogRow.seq)).where(JobLogRow.job_id == job_id))
+        return int(last or 0), JobLog._size(session, job_id)
+
+    @staticmethod
+    def _size(session: Session, job_id: str) -> int:
         out = session.execute(
             select(JobLogRow.offset, func.length(JobLogRow.data))
             .where(JobLogRow.job_id == job_id, JobLogRow.kind == OUT)
             .order_by(JobLogRow.seq.desc())
             .limit(1)
         ).first()
-        return int(last or 0), 0 if out is None else int(out[0]) + int(out[1])
+        return 0 if out is None else int(out[0]) + int(out[1])
 
 
 def _entry(row: JobLogRow) -> LogEntry:
