@@ -23,7 +23,7 @@ from .conftest import token
 from .test_jobs_api import HF, live_instances, tarball
 
 LEASE_S = 2.0
-STEPS = 300
+STEPS = 200
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def _submit(url: str, auth: dict[str, str], tmp_path: Any) -> str:
     options = {
         "name": "takeover",
         "steps": STEPS,
-        "save_every": 100,
+        "save_every": 50,
         "rank": 4,
         "secrets": {"HF_TOKEN": HF},
         "sync_every": "off",

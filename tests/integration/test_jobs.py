@@ -364,7 +364,8 @@ def test_ctrl_c_releases_an_instance_that_does_not_answer(env: Any, tmp_path: Pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        # the instance's silence is waited out 3 s (20 by default)
+        env={**os.environ, "PYTHONFAULTHANDLER": "1", "GPUSHOP_STOP_TIMEOUT": "3"},
     )
     try:
         job = until(only_job, "the job to be created")

@@ -33,9 +33,9 @@ from gpushop.jobs.logbook import LogBook
 from gpushop.jobs.offer_flags import up_options
 from gpushop.jobs.resume_watch import plan_of
 from gpushop.jobs.runner_base import (
-    ABORT_KILL_S,
     STATUS_POLL_S,
     Noted,
+    abort_kill_s,
 )
 from gpushop.jobs.session import RemoteJob
 from gpushop.jobs.spec import JobSpec, Transfer, launch_env
@@ -274,12 +274,12 @@ class JobRunner(Following):
                 conn = await self._connection(rental, quick=True)  # one try, 10 s at most
                 if job.state is JobState.RUNNING:
                     try:
-                        async with asyncio.timeout(ABORT_KILL_S):
+                        async with asyncio.timeout(abort_kill_s()):
                             await RemoteJob(conn, job.remote_dir or spec.remote_dir(job_id)).kill()
                     except TimeoutError:
                         raise ssh.SshError(
                             f"stopping the job got no answer from the instance within "
-                            f"{ABORT_KILL_S:.0f} s"
+                            f"{abort_kill_s():.0f} s"
                         ) from None
                 if job.state in (JobState.RUNNING, JobState.DOWNLOADING):
                     for move in spec.downloads:

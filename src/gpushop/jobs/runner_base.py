@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,9 +35,18 @@ from gpushop.store import Job, Rental, Store, accrued_cost
 log = logging.getLogger("gpushop.jobs")
 STATUS_POLL_S = 1.0
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # ~1 minute of SSH trouble on a live host
-# Ctrl-C / SIGTERM: how long stopping the job may take (the kill itself gives it ~2 s); an
-# instance that does not answer by then is released anyway, its outputs unsaved
-ABORT_KILL_S = 20.0
+
+
+def abort_kill_s() -> float:
+    """Ctrl-C, SIGTERM or a cancel: how long stopping the job may take (the kill itself gives
+    it ~2 s); an instance that does not answer by then is released anyway, its outputs unsaved
+    (GPUSHOP_STOP_TIMEOUT, seconds; 20 by default)."""
+    try:
+        return max(1.0, float(os.environ.get("GPUSHOP_STOP_TIMEOUT") or 20.0))
+    except ValueError:
+        return 20.0
+
+
 MAX_REBIDS = 10  # --rebid: a market that outbids a job ten times is not worth chasing
 
 
