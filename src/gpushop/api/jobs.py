@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 from gpushop.api import job_stream
 from gpushop.api.auth import CurrentUser
+from gpushop.api.rentals import OfferFields
 from gpushop.config import Settings
 from gpushop.service import artifacts, team_jobs
 from gpushop.service.job_supervisor import Supervisor
@@ -30,25 +31,10 @@ M = TypeVar("M", bound=BaseModel)
 MAX_TEXT = 4 * 1024 * 1024
 
 
-class OfferBody(BaseModel):
+class OfferBody(OfferFields):
     """The offer flags of `gpushop run` (and of `train`, raised to what the recipe needs)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    gpu: list[str] | None = Field(default=None, description="GPU models, e.g. ['4090', 'A100']")
-    min_vram: float | None = Field(default=None, ge=0, le=10_000, description="GB per GPU")
-    num_gpus: int | None = Field(default=None, ge=1, le=64)
-    max_price: float | None = Field(default=None, gt=0, le=10_000, description="USD/h cap")
-    min_reliability: float = Field(default=0.98, ge=0, le=1)
-    disk: float = Field(default=32.0, gt=0, le=100_000, description="GB")
-    min_cuda: float | None = Field(default=None, ge=0, le=100)
-    country: list[str] | None = None
-    interruptible: bool = False
-    unverified: bool = False
     sort: Literal["value", "price", "reliability", "perf"] = "value"
-    provider: str | None = None
-    offer: str | None = Field(default=None, description="exactly this offer id")
-    attempts: int = Field(default=3, ge=1, le=20)
     rebid: bool = False
 
 

@@ -16,30 +16,35 @@ from gpushop.service.types import Store
 router = APIRouter(prefix="/v1/rentals", tags=["rentals"])
 
 
-class RentalBody(BaseModel):
-    """The options of `gpushop up`, as JSON."""
+class OfferFields(BaseModel):
+    """The offer flags every create takes (`up`, `run`, `train`), as JSON."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     gpu: list[str] | None = Field(default=None, description="GPU models, e.g. ['4090', 'A100']")
-    min_vram: float | None = Field(default=None, ge=0, description="GB of VRAM per GPU")
+    min_vram: float | None = Field(default=None, ge=0, le=10_000, description="GB per GPU")
     num_gpus: int | None = Field(default=None, ge=1, le=64)
-    max_price: float | None = Field(default=None, gt=0, description="USD/h cap")
+    max_price: float | None = Field(default=None, gt=0, le=10_000, description="USD/h cap")
     min_reliability: float = Field(default=0.98, ge=0, le=1)
     disk: float = Field(default=32.0, gt=0, le=100_000, description="GB")
-    min_cuda: float | None = Field(default=None, ge=0)
+    min_cuda: float | None = Field(default=None, ge=0, le=100)
     country: list[str] | None = None
     interruptible: bool = False
     unverified: bool = False
     sort: str = "value"
     provider: str | None = None
     offer: str | None = Field(default=None, description="exactly this offer id")
+    attempts: int = Field(default=3, ge=1, le=20)
+
+
+class RentalBody(OfferFields):
+    """The options of `gpushop up`, as JSON."""
+
     image: str | None = None
     template: str | None = None
     env: dict[str, str] = Field(default_factory=dict, description="no secrets: they would show")
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=list)
     max_duration: str = Field(default="4h", description="released after this, e.g. 2h")
-    attempts: int = Field(default=3, ge=1, le=20)
     ready_timeout: str = "15m"
     watchdog_grace: str = "10m"
 
